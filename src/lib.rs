@@ -1,8 +1,319 @@
 #![deny(clippy::all)]
+//! napi bindings only: a thin typed surface over the modules below. No logic lives here.
+
+pub mod config;
+pub mod credentials;
+pub mod device_flow;
+pub mod error;
+pub mod http;
+pub mod lock;
+pub mod log;
+pub mod models;
+pub mod oauth;
+pub mod pipeline;
+pub mod pkce;
+pub mod token_manager;
+
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RawOptions, Settings};
+use crate::credentials::Credentials;
+use crate::device_flow::DeviceLogin;
+use crate::pipeline::{Auth, BodyStream, Pipeline};
+use crate::token_manager::TokenManager;
+
+/// Options shared by every entry point; every field falls back to its env var, then its default.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct QwenOptions {
+    /// Directory of `oauth_creds.json` (env `QWEN_HOME`, default `~/.qwen`).
+    pub qwen_home: Option<String>,
+    /// OAuth server (env `QWEN_OAUTH_BASE_URL`, default `https://chat.qwen.ai`).
+    pub oauth_base_url: Option<String>,
+    /// Version in `QwenCode/<v>` headers (env `QWEN_CLI_VERSION`).
+    pub cli_version: Option<String>,
+    /// Minimum gap between request starts, ms; 0 with zero jitter disables pacing.
+    pub min_interval_ms: Option<f64>,
+    pub jitter_min_ms: Option<f64>,
+    pub jitter_max_ms: Option<f64>,
+    pub max_retries: Option<f64>,
+    pub max_wait_ms: Option<f64>,
+    /// Debug log to stderr, tokens redacted (env `QWEN_OAUTH_DEBUG=1`).
+    pub debug: Option<bool>,
+    /// Extra hosts a token may be sent to.
+    pub trusted_hosts: Option<Vec<String>>,
+}
+
+fn settings(options: Option<QwenOptions>) -> Result<Arc<Settings>> {
+    let o = options.unwrap_or_default();
+    let s = Settings::resolve(&RawOptions {
+        qwen_home: o.qwen_home,
+        oauth_base_url: o.oauth_base_url,
+        cli_version: o.cli_version,
+        min_interval_ms: o.min_interval_ms,
+        jitter_min_ms: o.jitter_min_ms,
+        jitter_max_ms: o.jitter_max_ms,
+        max_retries: o.max_retries,
+        max_wait_ms: o.max_wait_ms,
+        debug: o.debug,
+        trusted_hosts: o.trusted_hosts,
+    })?;
+    log::set_enabled(s.debug);
+    Ok(Arc::new(s))
+}
+
+/// Credentials as saved in `oauth_creds.json`, plus the API base derived from `resource_url`.
+#[napi(object)]
+pub struct CredentialsInfo {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub resource_url: Option<String>,
+    /// Epoch milliseconds.
+    pub expiry_date: f64,
+    pub api_base_url: String,
+}
+
+impl From<Credentials> for CredentialsInfo {
+    fn from(c: Credentials) -> Self {
+        let api_base_url = c.api_base_url();
+        CredentialsInfo {
+            access_token: c.access_token,
+            refresh_token: c.refresh_token,
+            token_type: c.token_type,
+            resource_url: c.resource_url,
+            expiry_date: c.expiry_date as f64,
+            api_base_url,
+        }
+    }
+}
+
+/// A device login in progress.
+#[napi]
+pub struct LoginSession {
+    inner: Arc<DeviceLogin>,
+}
 
 #[napi]
-pub fn ping() -> u32 { 1 }
+impl LoginSession {
+    #[napi(getter)]
+    pub fn user_code(&self) -> String {
+        self.inner.authorization.user_code.clone()
+    }
 
-#[cfg(test)]
-mod t { #[test] fn works() { assert_eq!(super::ping(), 1); } }
+    #[napi(getter)]
+    pub fn verification_uri(&self) -> String {
+        self.inner.authorization.verification_uri.clone()
+    }
+
+    #[napi(getter)]
+    pub fn verification_uri_complete(&self) -> String {
+        self.inner.authorization.verification_uri_complete.clone()
+    }
+
+    /// Seconds the code stays valid.
+    #[napi(getter)]
+    pub fn expires_in(&self) -> u32 {
+        self.inner.authorization.expires_in.min(u32::MAX as u64) as u32
+    }
+
+    /// Resolves with the saved credentials once the user approved.
+    #[napi]
+    pub async fn wait(&self) -> Result<CredentialsInfo> {
+        Ok(self.inner.wait().await?.into())
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.inner.cancel_token().cancel();
+    }
+}
+
+/// Start a device login: asks chat.qwen.ai for a code; nothing is written until `wait()` succeeds.
+#[napi]
+pub async fn start_login(options: Option<QwenOptions>) -> Result<LoginSession> {
+    let s = settings(options)?;
+    Ok(LoginSession { inner: Arc::new(DeviceLogin::start(s).await?) })
+}
+
+/// The credentials in the file, validated; null when there is no file.
+#[napi]
+pub fn load_credentials(options: Option<QwenOptions>) -> Result<Option<CredentialsInfo>> {
+    let s = settings(options)?;
+    Ok(token_manager::for_settings(&s).current()?.map(Into::into))
+}
+
+/// Credentials with a valid access token, refreshed (once per machine) when needed.
+#[napi]
+pub async fn get_valid_credentials(options: Option<QwenOptions>, force_refresh: Option<bool>) -> Result<CredentialsInfo> {
+    let s = settings(options)?;
+    let tm = token_manager::for_settings(&s);
+    Ok(tm.valid_credentials(force_refresh.unwrap_or(false), None).await?.into())
+}
+
+/// `https://<resource_url>/v1` as the CLI derives it.
+#[napi]
+pub fn api_base_url(resource_url: Option<String>) -> String {
+    credentials::api_base_url(resource_url.as_deref())
+}
+
+/// `QwenCode/<version> (<platform>; <arch>)`.
+#[napi]
+pub fn user_agent(cli_version: Option<String>) -> String {
+    pipeline::headers::user_agent(cli_version.as_deref().unwrap_or(config::DEFAULT_CLI_VERSION))
+}
+
+/// The `qwen-code` provider block (models and limits) for OpenCode's config.
+#[napi]
+pub fn provider_config() -> serde_json::Value {
+    models::provider_config()
+}
+
+/// A configured client: one per plugin instance; `request()` per fetch.
+#[napi]
+pub struct QwenClient {
+    pipeline: Arc<Pipeline>,
+    tokens: Option<Arc<TokenManager>>,
+}
+
+#[napi]
+impl QwenClient {
+    /// OAuth client by default; with `apiKey`, requests carry that key instead.
+    #[napi(constructor)]
+    pub fn new(options: Option<QwenOptions>, api_key: Option<String>) -> Result<Self> {
+        let s = settings(options)?;
+        let (auth, tokens) = match api_key {
+            Some(k) => {
+                log::remember_secret(&k);
+                (Auth::ApiKey(k), None)
+            }
+            None => {
+                let tm = token_manager::for_settings(&s);
+                (Auth::OAuth(tm.clone()), Some(tm))
+            }
+        };
+        Ok(QwenClient { pipeline: Arc::new(Pipeline::new(s, auth)), tokens })
+    }
+
+    /// Prepare one request; `send()` runs it, `abort()` cancels it at any stage.
+    #[napi]
+    pub fn request(
+        &self,
+        url: String,
+        method: String,
+        headers: Vec<Vec<String>>,
+        body: Option<Buffer>,
+    ) -> PendingRequest {
+        let headers = headers
+            .into_iter()
+            .filter_map(|mut kv| if kv.len() == 2 { let v = kv.pop()?; Some((kv.pop()?, v)) } else { None })
+            .collect();
+        let req = pipeline::Request {
+            url,
+            method,
+            headers,
+            body: body.map(|b| bytes::Bytes::copy_from_slice(&b)),
+        };
+        PendingRequest { pipeline: self.pipeline.clone(), req: Mutex::new(Some(req)), cancel: CancellationToken::new() }
+    }
+
+    /// Changes whenever the OAuth credentials in use change (refresh, reload, login); 0 for API keys.
+    #[napi]
+    pub fn credentials_generation(&self) -> u32 {
+        self.tokens.as_ref().map(|t| t.generation()).unwrap_or(0)
+    }
+
+    /// The OAuth credentials currently in use (null for API keys or when logged out).
+    #[napi]
+    pub fn current_credentials(&self) -> Result<Option<CredentialsInfo>> {
+        match &self.tokens {
+            Some(t) => Ok(t.current()?.map(Into::into)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[napi]
+pub struct PendingRequest {
+    pipeline: Arc<Pipeline>,
+    req: Mutex<Option<pipeline::Request>>,
+    cancel: CancellationToken,
+}
+
+#[napi]
+impl PendingRequest {
+    /// Resolves at the response headers; rejects with `[E_ABORTED]` once aborted.
+    #[napi]
+    pub async fn send(&self) -> Result<NativeResponse> {
+        let req = self
+            .req
+            .lock()
+            .map_err(|_| Error::new(Status::GenericFailure, "request state poisoned"))?
+            .take()
+            .ok_or_else(|| Error::new(Status::GenericFailure, "request already sent"))?;
+        let r = self.pipeline.execute(req, self.cancel.clone()).await?;
+        Ok(NativeResponse {
+            status: r.status,
+            status_text: r.status_text,
+            headers: r.headers.into_iter().map(|(k, v)| vec![k, v]).collect(),
+            url: r.url,
+            body: Mutex::new(Some(r.body)),
+        })
+    }
+
+    /// Ends any wait, the request and the upstream connection (also mid-body).
+    #[napi]
+    pub fn abort(&self) {
+        self.cancel.cancel();
+    }
+}
+
+#[napi]
+pub struct NativeResponse {
+    status: u16,
+    status_text: String,
+    headers: Vec<Vec<String>>,
+    url: String,
+    body: Mutex<Option<BodyStream>>,
+}
+
+#[napi]
+impl NativeResponse {
+    #[napi(getter)]
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    #[napi(getter)]
+    pub fn status_text(&self) -> String {
+        self.status_text.clone()
+    }
+
+    #[napi(getter)]
+    pub fn headers(&self) -> Vec<Vec<String>> {
+        self.headers.clone()
+    }
+
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The body as a web `ReadableStream`, chunk by chunk; the stream owns the connection, so
+    /// cancelling it closes the upstream socket.
+    #[napi(ts_return_type = "ReadableStream<Uint8Array>")]
+    pub fn body<'env>(&self, env: &'env Env) -> Result<ReadableStream<'env, BufferSlice<'env>>> {
+        let stream = self
+            .body
+            .lock()
+            .map_err(|_| Error::new(Status::GenericFailure, "body state poisoned"))?
+            .take()
+            .ok_or_else(|| Error::new(Status::GenericFailure, "body already used"))?;
+        use futures_util::StreamExt;
+        ReadableStream::create_with_stream_bytes(env, stream.map(|r| r.map_err(napi::Error::from)))
+    }
+}

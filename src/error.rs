@@ -1,0 +1,229 @@
+//! The one error type of the crate. Every variant has a stable code (what JS sees as `err.code`) and a
+//! message that names the file or endpoint involved and says what to do next. No variant ever carries a
+//! token, a refresh token, a device code or a PKCE verifier.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// No credentials file, or a file the CLI would treat as "no credentials".
+    CredsMissing { path: PathBuf },
+    /// The file exists but is not valid credentials (bad JSON, missing or wrong-typed keys).
+    CredsInvalid { path: PathBuf, reason: String },
+    /// The file or its directory cannot be read (permissions, not a directory, I/O error).
+    CredsUnreadable { path: PathBuf, detail: String },
+    /// Saving the file failed (read-only or full disk, permissions); the old file is untouched.
+    CredsWrite { path: PathBuf, detail: String },
+    /// Another process held `oauth_creds.lock` for the whole wait.
+    LockTimeout { path: PathBuf },
+    /// The user (or the server) refused the device authorization.
+    OAuthDenied,
+    /// The device code expired before the user approved it.
+    OAuthExpired,
+    /// The login was cancelled by the caller.
+    OAuthCancelled,
+    /// The authorization server answered with an OAuth error we cannot continue from.
+    OAuthFailed { endpoint: String, detail: String },
+    /// The refresh token was refused (400/401 from the token endpoint) even after re-reading the file.
+    RefreshRejected { path: PathBuf },
+    /// The access token was refused by the API right after a fresh refresh.
+    TokenRefused { endpoint: String, status: u16 },
+    /// The daily free quota is used up (429 insufficient_quota / "Free allocated quota exceeded").
+    QuotaExhausted { endpoint: String },
+    /// Connection-level failure: DNS, refused, reset, TLS, timeout.
+    Network { endpoint: String, detail: String },
+    /// A server answer we cannot use (non-JSON, missing fields, unexpected status).
+    BadResponse { endpoint: String, detail: String },
+    /// A token would be sent to a host we do not trust.
+    UntrustedHost { url: String },
+    /// The caller aborted the request (AbortSignal).
+    Aborted,
+    /// A bad argument or option value from the caller.
+    InvalidArg { what: String, detail: String },
+    /// Other file-system failures (pacing state file and the like).
+    Io { path: PathBuf, detail: String },
+}
+
+impl Error {
+    /// Stable code, part of the public API: never rename one.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::CredsMissing { .. } => "E_CREDS_MISSING",
+            Error::CredsInvalid { .. } => "E_CREDS_INVALID",
+            Error::CredsUnreadable { .. } => "E_CREDS_UNREADABLE",
+            Error::CredsWrite { .. } => "E_CREDS_WRITE",
+            Error::LockTimeout { .. } => "E_LOCK_TIMEOUT",
+            Error::OAuthDenied => "E_OAUTH_DENIED",
+            Error::OAuthExpired => "E_OAUTH_EXPIRED",
+            Error::OAuthCancelled => "E_OAUTH_CANCELLED",
+            Error::OAuthFailed { .. } => "E_OAUTH_FAILED",
+            Error::RefreshRejected { .. } => "E_REFRESH_REJECTED",
+            Error::TokenRefused { .. } => "E_TOKEN_REFUSED",
+            Error::QuotaExhausted { .. } => "E_QUOTA_EXHAUSTED",
+            Error::Network { .. } => "E_NETWORK",
+            Error::BadResponse { .. } => "E_BAD_RESPONSE",
+            Error::UntrustedHost { .. } => "E_UNTRUSTED_HOST",
+            Error::Aborted => "E_ABORTED",
+            Error::InvalidArg { .. } => "E_INVALID_ARG",
+            Error::Io { .. } => "E_IO",
+        }
+    }
+
+    pub fn creds_unreadable(path: &Path, err: &std::io::Error) -> Self {
+        Error::CredsUnreadable { path: path.to_path_buf(), detail: err.to_string() }
+    }
+
+    pub fn creds_write(path: &Path, err: &std::io::Error) -> Self {
+        Error::CredsWrite { path: path.to_path_buf(), detail: err.to_string() }
+    }
+
+    pub fn io(path: &Path, err: &std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), detail: err.to_string() }
+    }
+
+    /// Map a reqwest failure without leaking the URL's query or any header (reqwest's Display of
+    /// a request error includes the URL, which never holds secrets here, but we name the endpoint ourselves).
+    pub fn network(endpoint: &str, err: &reqwest::Error) -> Self {
+        let kind = if err.is_timeout() {
+            "timed out"
+        } else if err.is_connect() {
+            "could not connect"
+        } else if err.is_body() || err.is_decode() {
+            "connection broke while reading the answer"
+        } else {
+            "request failed"
+        };
+        let mut detail = kind.to_string();
+        // The innermost source names the OS-level cause (refused, reset, DNS) and holds no secrets.
+        let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
+        let mut last = None;
+        while let Some(s) = source {
+            last = Some(s.to_string());
+            source = s.source();
+        }
+        if let Some(cause) = last {
+            detail.push_str(": ");
+            detail.push_str(&cause);
+        }
+        Error::Network { endpoint: strip_query(endpoint), detail }
+    }
+
+    pub fn bad_response(endpoint: &str, detail: impl Into<String>) -> Self {
+        Error::BadResponse { endpoint: strip_query(endpoint), detail: detail.into() }
+    }
+
+    pub fn invalid_arg(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::InvalidArg { what: what.into(), detail: detail.into() }
+    }
+}
+
+fn strip_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_string()
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::CredsMissing { path } => write!(
+                f,
+                "No Qwen credentials at {}. Log in with `opencode auth login` (choose \"Qwen Code\") or `npx opencode-qwen-oauth login`.",
+                path.display()
+            ),
+            Error::CredsInvalid { path, reason } => write!(
+                f,
+                "The Qwen credentials file {} is not valid ({reason}). It was left as it is; log in again to replace it, or fix the file.",
+                path.display()
+            ),
+            Error::CredsUnreadable { path, detail } => write!(
+                f,
+                "Cannot read the Qwen credentials at {} ({detail}). Check that the path is a readable directory/file you own, or set QWEN_HOME to another directory.",
+                path.display()
+            ),
+            Error::CredsWrite { path, detail } => write!(
+                f,
+                "Cannot save the Qwen credentials to {} ({detail}). The previous file was not changed; free disk space or fix the directory's permissions, then try again.",
+                path.display()
+            ),
+            Error::LockTimeout { path } => write!(
+                f,
+                "Timed out waiting for the credentials lock {} held by another Qwen Code or OpenCode process. If no such process is running, delete the lock file and try again.",
+                path.display()
+            ),
+            Error::OAuthDenied => write!(
+                f,
+                "The Qwen login was denied in the browser. Start the login again and approve it."
+            ),
+            Error::OAuthExpired => write!(
+                f,
+                "The Qwen login code expired before it was approved. Start the login again and approve it within the time shown."
+            ),
+            Error::OAuthCancelled => write!(f, "The Qwen login was cancelled."),
+            Error::OAuthFailed { endpoint, detail } => write!(
+                f,
+                "The Qwen authorization server at {endpoint} refused the login: {detail}. Try again later; if it keeps failing, use a Qwen API key instead."
+            ),
+            Error::RefreshRejected { path } => write!(
+                f,
+                "Qwen refused to refresh the login (the refresh token is expired or revoked). Log in again with `opencode auth login` (choose \"Qwen Code\"); {} was kept.",
+                path.display()
+            ),
+            Error::TokenRefused { endpoint, status } => write!(
+                f,
+                "Qwen refused the OAuth token ({status}) at {endpoint} even right after a fresh refresh. Qwen discontinued the free OAuth tier on 2026-04-15, so this login no longer works: run `opencode auth login`, choose \"Qwen Code\" and then \"Qwen API key (Coding Plan / DashScope)\"."
+            ),
+            Error::QuotaExhausted { endpoint } => write!(
+                f,
+                "Your daily free Qwen quota is used up ({endpoint} answered 429 \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key (`opencode auth login`, \"Qwen Code\", \"Qwen API key\") or another provider."
+            ),
+            Error::Network { endpoint, detail } => write!(
+                f,
+                "Network error talking to {endpoint}: {detail}. Check your connection or proxy and try again."
+            ),
+            Error::BadResponse { endpoint, detail } => write!(
+                f,
+                "Unexpected answer from {endpoint}: {detail}. Try again later; if it persists, report it with QWEN_OAUTH_DEBUG=1 output."
+            ),
+            Error::UntrustedHost { url } => write!(
+                f,
+                "Refusing to send the Qwen token to {url}: it is not a trusted Qwen host (https under qwen.ai or aliyuncs.com). If you really use this endpoint, add its host to the plugin option `trustedHosts`."
+            ),
+            Error::Aborted => write!(f, "The request was aborted."),
+            Error::InvalidArg { what, detail } => write!(f, "Invalid {what}: {detail}."),
+            Error::Io { path, detail } => write!(
+                f,
+                "File error at {} ({detail}). Check the directory's permissions and free space.",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Async napi functions can only return `napi::Error<Status>`, so the code travels as a `[E_CODE]` prefix
+/// that the JS wrapper lifts to `err.code`.
+impl From<Error> for napi::Error {
+    fn from(e: Error) -> Self {
+        napi::Error::new(napi::Status::GenericFailure, format!("[{}] {}", e.code(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn napi_error_carries_code_prefix() {
+        let e: napi::Error = Error::OAuthDenied.into();
+        assert!(e.reason.starts_with("[E_OAUTH_DENIED] "), "{}", e.reason);
+    }
+
+    #[test]
+    fn endpoint_query_is_dropped() {
+        let e = Error::bad_response("https://x.test/a?b=c", "oops");
+        assert_eq!(e.to_string().contains("b=c"), false);
+    }
+}
