@@ -72,8 +72,11 @@ export declare function getValidCredentials(options?: QwenOptions | undefined | 
 /** The credentials in the file, validated; null when there is no file. */
 export declare function loadCredentials(options?: QwenOptions | undefined | null): CredentialsInfo | null
 
-/** The `qwen-code` provider block (models and limits) for OpenCode's config. */
-export declare function providerConfig(): any
+/**
+ * The `qwen-code` provider block (models and limits) for OpenCode's config, with the user's own block
+ * (if any) merged over it key by key.
+ */
+export declare function providerConfig(userBlock?: any | undefined | null): any
 
 /** Options shared by every entry point; every field falls back to its env var, then its default. */
 export interface QwenOptions {

@@ -167,10 +167,11 @@ pub fn user_agent(cli_version: Option<String>) -> String {
     pipeline::headers::user_agent(cli_version.as_deref().unwrap_or(config::DEFAULT_CLI_VERSION))
 }
 
-/// The `qwen-code` provider block (models and limits) for OpenCode's config.
+/// The `qwen-code` provider block (models and limits) for OpenCode's config, with the user's own block
+/// (if any) merged over it key by key.
 #[napi]
-pub fn provider_config() -> serde_json::Value {
-    models::provider_config()
+pub fn provider_config(user_block: Option<serde_json::Value>) -> serde_json::Value {
+    models::provider_config(user_block.as_ref())
 }
 
 /// A configured client: one per plugin instance; `request()` per fetch.

@@ -36,8 +36,33 @@ fn model_config(m: &Model) -> Value {
     })
 }
 
-/// The provider block the plugin's `config` hook registers (before the user's own block is merged over it).
-pub fn provider_config() -> Value {
+/// The provider block the plugin's `config` hook registers, with the user's own block (if any) merged over
+/// it key by key: every value the user wrote wins, everything else comes from the catalogue.
+pub fn provider_config(user: Option<&Value>) -> Value {
+    let mut ours = catalogue();
+    if let Some(user) = user {
+        merge(&mut ours, user);
+    }
+    ours
+}
+
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+fn catalogue() -> Value {
     let models: serde_json::Map<String, Value> =
         OAUTH_MODELS.iter().map(|m| (m.id.to_string(), model_config(m))).collect();
     json!({
@@ -54,7 +79,7 @@ mod tests {
 
     #[test]
     fn catalogue_has_the_two_oauth_models_with_their_limits() {
-        let p = provider_config();
+        let p = provider_config(None);
         assert_eq!(p["npm"], "@ai-sdk/openai-compatible");
         assert_eq!(p["models"]["coder-model"]["limit"]["context"], 1_000_000);
         assert_eq!(p["models"]["coder-model"]["limit"]["output"], 65_536);
@@ -62,5 +87,22 @@ mod tests {
         assert_eq!(p["models"]["vision-model"]["limit"]["output"], 32_768);
         assert_eq!(p["models"]["vision-model"]["modalities"]["input"][1], "image");
         assert_eq!(p["models"]["coder-model"]["cost"]["input"], 0);
+    }
+
+    #[test]
+    fn user_block_wins_key_by_key() {
+        let user = json!({
+            "name": "My Qwen",
+            "options": { "baseURL": "https://example.test/v1" },
+            "models": { "coder-model": { "limit": { "output": 8000 } }, "my-model": { "name": "x" } }
+        });
+        let p = provider_config(Some(&user));
+        assert_eq!(p["name"], "My Qwen");
+        assert_eq!(p["npm"], "@ai-sdk/openai-compatible");
+        assert_eq!(p["options"]["baseURL"], "https://example.test/v1");
+        assert_eq!(p["models"]["coder-model"]["limit"]["output"], 8000);
+        assert_eq!(p["models"]["coder-model"]["limit"]["context"], 1_000_000);
+        assert_eq!(p["models"]["my-model"]["name"], "x");
+        assert_eq!(p["models"]["vision-model"]["limit"]["output"], 32_768);
     }
 }

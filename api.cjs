@@ -1,0 +1,185 @@
+'use strict'
+// The typed JS API of opencode-qwen-oauth for any Node (or Bun) tool: `require('opencode-qwen-oauth/api')`.
+// It only adapts JS values to the native core: errors get their `code`, and `fetch(url, init)` is mapped
+// onto a native request whose body comes back as a web ReadableStream.
+
+const binding = require('./binding.cjs')
+
+const CODE_PREFIX = /^\[(E_[A-Z_]+)\] /
+
+/** Native errors carry their stable code as a `[E_CODE] ` message prefix; lift it to `err.code`. */
+function liftError(err) {
+  if (err && typeof err.message === 'string') {
+    const m = CODE_PREFIX.exec(err.message)
+    if (m) {
+      const lifted = new Error(err.message.slice(m[0].length))
+      lifted.code = m[1]
+      lifted.name = 'QwenError'
+      return lifted
+    }
+  }
+  return err
+}
+
+function call(fn) {
+  try {
+    return fn()
+  } catch (err) {
+    throw liftError(err)
+  }
+}
+
+async function callAsync(fn) {
+  try {
+    return await fn()
+  } catch (err) {
+    throw liftError(err)
+  }
+}
+
+const OPTION_KEYS = [
+  'qwenHome',
+  'oauthBaseUrl',
+  'cliVersion',
+  'minIntervalMs',
+  'jitterMinMs',
+  'jitterMaxMs',
+  'maxRetries',
+  'maxWaitMs',
+  'debug',
+  'trustedHosts',
+]
+
+/** Keep the known option keys with usable types; a wrong type is an error the user can act on. */
+function normalizeOptions(options) {
+  if (options == null) return {}
+  if (typeof options !== 'object') {
+    throw Object.assign(new Error(`Invalid options: expected an object, got ${typeof options}.`), {
+      code: 'E_INVALID_ARG',
+    })
+  }
+  const out = {}
+  for (const key of OPTION_KEYS) {
+    const v = options[key]
+    if (v === undefined || v === null) continue
+    const want =
+      key === 'debug' ? 'boolean' : key === 'trustedHosts' ? 'array' : /Ms$|Retries$/.test(key) ? 'number' : 'string'
+    const ok = want === 'array' ? Array.isArray(v) && v.every((x) => typeof x === 'string') : typeof v === want
+    if (!ok) {
+      throw Object.assign(new Error(`Invalid option ${key}: expected ${want === 'array' ? 'an array of strings' : 'a ' + want}.`), {
+        code: 'E_INVALID_ARG',
+      })
+    }
+    out[key] = v
+  }
+  return out
+}
+
+/**
+ * Start a device login. Resolves once chat.qwen.ai handed out a code; `wait()` resolves with the saved
+ * credentials after the user approved in the browser. Opening the browser is the caller's choice.
+ */
+async function startLogin(options) {
+  const session = await callAsync(() => binding.startLogin(normalizeOptions(options)))
+  return {
+    userCode: session.userCode,
+    verificationUri: session.verificationUri,
+    verificationUriComplete: session.verificationUriComplete,
+    expiresIn: session.expiresIn,
+    wait: () => callAsync(() => session.wait()),
+    cancel: () => session.cancel(),
+  }
+}
+
+/** Credentials from `oauth_creds.json` (validated), or null when there is no file. */
+function loadCredentials(options) {
+  return call(() => binding.loadCredentials(normalizeOptions(options)))
+}
+
+/** Credentials whose access token is valid now; refreshes once per machine when needed. */
+function getValidCredentials(options, { force = false } = {}) {
+  return callAsync(() => binding.getValidCredentials(normalizeOptions(options), force))
+}
+
+function abortError(signal) {
+  if (signal && signal.reason !== undefined) return signal.reason
+  return new DOMException('This operation was aborted', 'AbortError')
+}
+
+async function bodyBytes(body) {
+  if (body == null) return undefined
+  if (typeof body === 'string') return Buffer.from(body)
+  if (Buffer.isBuffer(body)) return body
+  if (body instanceof ArrayBuffer) return Buffer.from(body)
+  if (ArrayBuffer.isView(body)) return Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  // URLSearchParams, Blob, FormData, ReadableStream: let the runtime serialise it as fetch would.
+  return Buffer.from(await new Response(body).arrayBuffer())
+}
+
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304])
+
+/**
+ * A configured client. `fetch` is a drop-in `fetch(url, init)`: the native pipeline adds the token and
+ * Qwen Code headers, paces, retries and streams; `init.signal` cancels at any stage.
+ */
+function createClient(options, { apiKey } = {}) {
+  const native = call(() => new binding.QwenClient(normalizeOptions(options), apiKey ?? undefined))
+
+  async function fetch(input, init = {}) {
+    const request = typeof Request !== 'undefined' && input instanceof Request ? input : null
+    const url = request ? request.url : String(input instanceof URL ? input.href : input)
+    const method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
+    const headers = new Headers(init.headers ?? request?.headers)
+    const signal = init.signal ?? request?.signal
+    let body = init.body
+    if (body === undefined && request && request.body) body = await request.arrayBuffer()
+    let contentType
+    if (body != null && typeof body === 'object' && !ArrayBuffer.isView(body) && !(body instanceof ArrayBuffer)) {
+      contentType = new Response(body).headers.get('content-type')
+    }
+    if (contentType && !headers.has('content-type')) headers.set('content-type', contentType)
+    const bytes = await bodyBytes(body)
+    if (signal?.aborted) throw abortError(signal)
+
+    const pairs = []
+    headers.forEach((value, key) => pairs.push([key, value]))
+    const pending = native.request(url, method, pairs, bytes)
+    const onAbort = () => pending.abort()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let nres
+    try {
+      nres = await pending.send()
+    } catch (err) {
+      signal?.removeEventListener('abort', onAbort)
+      if (signal?.aborted) throw abortError(signal)
+      throw liftError(err)
+    }
+    const responseBody = NULL_BODY_STATUS.has(nres.status) || method === 'HEAD' ? null : nres.body()
+    const response = new Response(responseBody, {
+      status: nres.status,
+      statusText: nres.statusText,
+      headers: nres.headers,
+    })
+    Object.defineProperty(response, 'url', { value: nres.url })
+    return response
+  }
+
+  return {
+    fetch,
+    /** Changes whenever the OAuth credentials in use change (refresh, reload, login). */
+    credentialsGeneration: () => native.credentialsGeneration(),
+    /** The OAuth credentials in use, or null (API key, or logged out). */
+    currentCredentials: () => call(() => native.currentCredentials()),
+  }
+}
+
+module.exports = {
+  startLogin,
+  loadCredentials,
+  getValidCredentials,
+  createClient,
+  apiBaseUrl: (resourceUrl) => binding.apiBaseUrl(resourceUrl ?? undefined),
+  userAgent: (cliVersion) => binding.userAgent(cliVersion ?? undefined),
+  providerConfig: (userBlock) => binding.providerConfig(userBlock ?? undefined),
+  liftError,
+}

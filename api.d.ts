@@ -1,0 +1,89 @@
+// Typed JS API of opencode-qwen-oauth: `require('opencode-qwen-oauth/api')` or `import ... from 'opencode-qwen-oauth/api'`.
+
+/** Every field falls back to its environment variable, then to its default. */
+export interface QwenOptions {
+  /** Directory of `oauth_creds.json` (env `QWEN_HOME`, default `~/.qwen`). */
+  qwenHome?: string
+  /** OAuth server (env `QWEN_OAUTH_BASE_URL`, default `https://chat.qwen.ai`). */
+  oauthBaseUrl?: string
+  /** Version sent in `QwenCode/<version> (<platform>; <arch>)` (env `QWEN_CLI_VERSION`). */
+  cliVersion?: string
+  /** Minimum gap between request starts, machine-wide (ms, default 1000; env `QWEN_PACING_INTERVAL_MS`). */
+  minIntervalMs?: number
+  /** Random extra gap, uniform in [jitterMinMs, jitterMaxMs] (defaults 500 and 1500). */
+  jitterMinMs?: number
+  jitterMaxMs?: number
+  /** Retries after 429 / 5xx / connection errors (default 3; env `QWEN_MAX_RETRIES`). */
+  maxRetries?: number
+  /** Cap on one wait before a retry (ms, default 60000; env `QWEN_MAX_WAIT_MS`). */
+  maxWaitMs?: number
+  /** Debug log to stderr with tokens redacted (env `QWEN_OAUTH_DEBUG=1`). */
+  debug?: boolean
+  /** Extra hosts a token may be sent to (exact host, or `.suffix`). */
+  trustedHosts?: string[]
+}
+
+export interface Credentials {
+  accessToken: string
+  refreshToken: string
+  tokenType: string
+  /** Bare host from the server, e.g. `portal.qwen.ai`. */
+  resourceUrl?: string | null
+  /** Epoch milliseconds. */
+  expiryDate: number
+  /** `https://<resourceUrl>/v1`. */
+  apiBaseUrl: string
+}
+
+/** Errors thrown by this API are `Error`s with a stable `code`. */
+export interface QwenError extends Error {
+  code:
+    | 'E_CREDS_MISSING'
+    | 'E_CREDS_INVALID'
+    | 'E_CREDS_UNREADABLE'
+    | 'E_CREDS_WRITE'
+    | 'E_LOCK_TIMEOUT'
+    | 'E_OAUTH_DENIED'
+    | 'E_OAUTH_EXPIRED'
+    | 'E_OAUTH_CANCELLED'
+    | 'E_OAUTH_FAILED'
+    | 'E_REFRESH_REJECTED'
+    | 'E_TOKEN_REFUSED'
+    | 'E_QUOTA_EXHAUSTED'
+    | 'E_NETWORK'
+    | 'E_BAD_RESPONSE'
+    | 'E_UNTRUSTED_HOST'
+    | 'E_ABORTED'
+    | 'E_INVALID_ARG'
+    | 'E_IO'
+}
+
+export interface LoginSession {
+  userCode: string
+  verificationUri: string
+  /** Open this in a browser: it carries the user code. */
+  verificationUriComplete: string
+  /** Seconds the code stays valid. */
+  expiresIn: number
+  /** Resolves with the saved credentials once approved; rejects with E_OAUTH_DENIED / E_OAUTH_EXPIRED / E_OAUTH_CANCELLED. */
+  wait(): Promise<Credentials>
+  cancel(): void
+}
+
+export function startLogin(options?: QwenOptions): Promise<LoginSession>
+export function loadCredentials(options?: QwenOptions): Credentials | null
+export function getValidCredentials(options?: QwenOptions, opts?: { force?: boolean }): Promise<Credentials>
+
+export interface QwenClient {
+  /** Drop-in `fetch`: adds the token and Qwen Code headers, paces, retries, streams; `init.signal` cancels. */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>
+  credentialsGeneration(): number
+  currentCredentials(): Credentials | null
+}
+
+export function createClient(options?: QwenOptions, auth?: { apiKey?: string }): QwenClient
+export function apiBaseUrl(resourceUrl?: string | null): string
+export function userAgent(cliVersion?: string): string
+/** The `qwen-code` provider block for OpenCode's config, with `userBlock` merged over it key by key. */
+export function providerConfig(userBlock?: Record<string, unknown>): Record<string, unknown>
+export function liftError(err: unknown): unknown
