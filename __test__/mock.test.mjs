@@ -331,3 +331,51 @@ test('CLI mode prints its URL and serves', async () => {
     await exited
   }
 })
+
+test('server-side cut (cutAfter) ends the stream early and is not a client disconnect', async () => {
+  const t = mock.issueTokens().access_token
+  const before = mock.disconnects
+  mock.enqueueStream({ chunks: ['a', 'b', 'c', 'd'], intervalMs: 5, cutAfter: 2 })
+  const r = await fetch(`${mock.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [], stream: true }),
+  })
+  assert.equal(r.status, 200)
+  await assert.rejects(r.text())
+  // The mock's own ordinary answer afterwards proves the cut has been fully handled.
+  assert.equal((await chat(mock, t, {})).status, 200)
+  assert.equal(mock.disconnects, before)
+})
+
+test('scripted token/device answers, refreshOmit, rotateRefreshToken=false, reset()', async () => {
+  mock.enqueueDeviceCode({ status: 200, body: { error: 'invalid_request', error_description: 'scripted' } })
+  const dc = await deviceCode(mock, pkce().challenge)
+  assert.equal(dc.json.error_description, 'scripted')
+  mock.enqueueToken({ status: 500, body: 'upstream exploded' })
+  const seed = mock.issueTokens()
+  const boom = await refresh(mock, seed.refresh_token)
+  assert.equal(boom.status, 500)
+  assert.equal(boom.text, 'upstream exploded')
+
+  mock.config.rotateRefreshToken = false
+  mock.config.refreshOmit = ['resource_url']
+  const r1 = await refresh(mock, seed.refresh_token)
+  assert.equal(r1.status, 200)
+  assert.ok(r1.json.refresh_token === seed.refresh_token)
+  assert.ok(!('resource_url' in r1.json))
+  assert.equal((await refresh(mock, seed.refresh_token)).status, 200)
+
+  mock.config.rateLimitPerMinute = 1
+  mock.enqueue5xx(502)
+  mock.reset()
+  assert.equal(mock.config.rotateRefreshToken, true)
+  assert.deepEqual(mock.config.refreshOmit, [])
+  assert.equal(mock.config.rateLimitPerMinute, null)
+  assert.equal(mock.requests.length, 0)
+  assert.equal(mock.refreshGrants, 0)
+  const t = mock.issueTokens().access_token
+  assert.equal((await chat(mock, t, {})).status, 200)
+  assert.equal((await chat(mock, t, {})).status, 200)
+  assert.equal(mock.requestsTo('/v1/chat/completions').length, 2)
+})

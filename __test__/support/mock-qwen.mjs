@@ -3,7 +3,8 @@
 //
 // ─── API (stable; only additive changes) ─────────────────────────────────────────────────────────
 //   import { startMockQwen, CLIENT_ID, SCOPE } from './support/mock-qwen.mjs'
-//   const mock = await startMockQwen({ port: 0, config: { ...overrides } })   // both optional
+//   const mock = await startMockQwen({ port: 0, config: { ...overrides }, onRequest })   // all optional
+//               onRequest(rec): called when each answer has been sent (rec as in mock.requests)
 //   mock.url    'http://127.0.0.1:PORT'  → use as oauthBaseUrl
 //   mock.host   '127.0.0.1:PORT'         → default resource_url (bare host, like 'portal.qwen.ai').
 //               The API accepts any resource_url form pointing here: 'http://127.0.0.1:PORT', with or without /v1.
@@ -40,7 +41,20 @@
 //                                         cutAfter: n → destroys the socket after n chunks (mid-stream cut)
 //   mock.enqueueToken({ status, headers, body, delayMs })  next /api/v1/oauth2/token request gets this answer
 //                                         (whatever its grant), e.g. 500, 2xx with {error}, non-JSON
-//   await mock.close()
+//   mock.enqueueDeviceCode({ status, headers, body, delayMs })  same for the next /api/v1/oauth2/device/code
+//   mock.reset()                          config back to the start values, scripted queues, requests, disconnect
+//                                         log and counters emptied; issued tokens stay as they are
+//   await mock.close()                    closes every connection (rejects pending waitFor* calls)
+//   Server-side cuts (cutAfter) and mock.close() are not counted as client disconnects.
+//   Also exported: CLIENT_ID, SCOPE, DEVICE_GRANT, DEFAULT_CONFIG.
+//
+// ─── order of checks ─────────────────────────────────────────────────────────────────────────────
+//   chat:  auth (401) → refused headers (400) → body must be a JSON object (400) → rate limit (429)
+//          → scripted queue → default answer (SSE when body.stream, else JSON; model echoed from body).
+//   token: scripted queue → form content-type (400) → client_id (400 invalid_client) → grant_type.
+//   device poll: unknown/used device_code (invalid_grant) → verifier (invalid_grant) → slowDownPolls (429)
+//          → expired (expired_token) → denied → approved via approve()/page (success, skips pendingPolls)
+//          → pendingPolls → deviceOutcome → autoApprove ? success : pending. A device code works once.
 //
 // ─── config defaults ─────────────────────────────────────────────────────────────────────────────
 //   clientId 'f0304373b74a44d2b584a3fb70ca9e56', scope 'openid profile email model.completion'
@@ -64,8 +78,11 @@
 //   refuseHeaders ['x-session-affinity','openai-beta']  chat requests carrying one → 400 (Qwen refuses them)
 //
 // ─── CLI ─────────────────────────────────────────────────────────────────────────────────────────
-//   node __test__/support/mock-qwen.mjs [--port N]   → prints 'mock-qwen listening on http://127.0.0.1:PORT'
-//   Exits on SIGTERM/SIGINT. Never prints tokens.
+//   node __test__/support/mock-qwen.mjs [--port N] [--manual] [--verbose]
+//     → prints 'mock-qwen listening on http://127.0.0.1:PORT' on stdout.
+//     --manual: no auto-approval; a person opens verification_uri_complete (GET /authorize) to approve.
+//     --verbose: one line per request on stderr ('POST /v1/chat/completions 200'); never tokens or bodies.
+//   Exits on SIGTERM/SIGINT.
 
 import http from 'node:http'
 import crypto from 'node:crypto'
@@ -119,17 +136,20 @@ const INVALID_KEY_BODY = {
 }
 
 export async function startMockQwen(opts = {}) {
-  const config = { ...structuredClone(DEFAULT_CONFIG), ...(opts.config || {}) }
+  const startConfig = () => ({ ...structuredClone(DEFAULT_CONFIG), ...structuredClone(opts.config || {}) })
+  const config = startConfig()
   const devices = new Map() // device_code → entry
   const accessTokens = new Map() // token → { expiresAt, revoked }
   const refreshTokens = new Map() // token → { revoked }
   const chatQueue = []
   const tokenQueue = []
+  const deviceQueue = []
   const rateWindows = new Map() // bearer → [timestamps]
   const requestWaiters = new Set()
   const disconnectWaiters = []
   let disconnectsConsumed = 0
   const timers = new Set()
+  let closing = false
 
   const mock = {
     url: '',
@@ -223,6 +243,24 @@ export async function startMockQwen(opts = {}) {
   mock.enqueueToken = ({ status = 200, headers = {}, body, delayMs = 0 } = {}) => {
     tokenQueue.push({ status, headers, body, delayMs })
   }
+  mock.enqueueDeviceCode = ({ status = 200, headers = {}, body, delayMs = 0 } = {}) => {
+    deviceQueue.push({ status, headers, body, delayMs })
+  }
+
+  mock.reset = () => {
+    for (const k of Object.keys(config)) delete config[k]
+    Object.assign(config, startConfig())
+    chatQueue.length = 0
+    tokenQueue.length = 0
+    deviceQueue.length = 0
+    rateWindows.clear()
+    mock.requests.length = 0
+    mock.disconnectLog.length = 0
+    mock.disconnects = 0
+    disconnectsConsumed = 0
+    mock.refreshGrants = 0
+    mock.deviceGrants = 0
+  }
 
   mock.requestsTo = (path) => mock.requests.filter((r) => normPath(r.path) === normPath(path))
 
@@ -231,6 +269,7 @@ export async function startMockQwen(opts = {}) {
     if (have.length >= n) return Promise.resolve(have)
     return new Promise((resolve, reject) => {
       const w = {
+        reject,
         check() {
           const got = mock.requestsTo(path)
           if (got.length < n) return
@@ -252,7 +291,7 @@ export async function startMockQwen(opts = {}) {
       return Promise.resolve(mock.disconnectLog[disconnectsConsumed++])
     }
     return new Promise((resolve, reject) => {
-      const w = { resolve }
+      const w = { resolve, reject }
       w.timer = setTimeout(() => {
         const i = disconnectWaiters.indexOf(w)
         if (i >= 0) disconnectWaiters.splice(i, 1)
@@ -315,9 +354,9 @@ export async function startMockQwen(opts = {}) {
       hr,
       status: undefined,
     }
-    const state = { chunksSent: 0 }
+    const state = { chunksSent: 0, serverCut: false }
     res.on('close', () => {
-      if (!res.writableFinished) noteDisconnect({ path, at: Date.now(), hr: performance.now(), chunksSent: state.chunksSent })
+      if (!res.writableFinished && !state.serverCut && !closing) noteDisconnect({ path, at: Date.now(), hr: performance.now(), chunksSent: state.chunksSent })
     })
     req.on('data', (c) => chunks.push(c))
     req.on('error', () => {})
@@ -329,6 +368,7 @@ export async function startMockQwen(opts = {}) {
         rec.json = null
       }
       mock.requests.push(rec)
+      if (opts.onRequest) res.on('finish', () => opts.onRequest(rec))
       for (const w of [...requestWaiters]) w.check()
       const q = new URLSearchParams(qIdx >= 0 ? rawUrl.slice(qIdx + 1) : '')
       route(req, res, rec, normPath(path), q, state).catch((err) => {
@@ -339,12 +379,20 @@ export async function startMockQwen(opts = {}) {
 
   async function route(req, res, rec, path, query, state) {
     const m = req.method
-    if (m === 'POST' && path === '/api/v1/oauth2/device/code') return deviceCode(req, res, rec)
+    if (m === 'POST' && path === '/api/v1/oauth2/device/code') {
+      if (deviceQueue.length) return scriptedAnswer(res, rec, deviceQueue.shift())
+      return deviceCode(req, res, rec)
+    }
     if (m === 'POST' && path === '/api/v1/oauth2/token') return token(req, res, rec)
     if (m === 'GET' && path === '/authorize') return authorizePage(res, rec, query)
     if (m === 'POST' && (path === '/v1/chat/completions' || path === '/chat/completions')) return chat(req, res, rec, state)
     if (m === 'GET' && path === '/api.json') return send(res, rec, 200, {})
     return send(res, rec, 404, { error: { message: `mock-qwen: no route for ${m} ${path}`, type: 'not_found' } })
+  }
+
+  async function scriptedAnswer(res, rec, s) {
+    if (!(await later(s.delayMs, res))) return
+    send(res, rec, s.status, s.body, s.headers)
   }
 
   const oauthErr = (res, rec, status, error, desc) => send(res, rec, status, { error, error_description: desc })
@@ -404,11 +452,7 @@ export async function startMockQwen(opts = {}) {
 
   // ─── OAuth: token endpoint (device poll + refresh) ────────────────────────────────────────────
   async function token(req, res, rec) {
-    if (tokenQueue.length) {
-      const s = tokenQueue.shift()
-      if (!(await later(s.delayMs, res))) return
-      return send(res, rec, s.status, s.body, s.headers)
-    }
+    if (tokenQueue.length) return scriptedAnswer(res, rec, tokenQueue.shift())
     const f = readForm(req, res, rec)
     if (!f) return
     if (f.get('client_id') !== config.clientId) return oauthErr(res, rec, 400, 'invalid_client', 'unknown client_id')
@@ -509,10 +553,7 @@ export async function startMockQwen(opts = {}) {
 
     const model = typeof body.model === 'string' ? body.model : 'coder-model'
     const scripted = chatQueue.shift()
-    if (scripted && scripted.kind === 'plain') {
-      if (!(await later(scripted.delayMs, res))) return
-      return send(res, rec, scripted.status, scripted.body, scripted.headers)
-    }
+    if (scripted && scripted.kind === 'plain') return scriptedAnswer(res, rec, scripted)
     if (scripted && scripted.kind === 'stream') return streamChunks(res, rec, state, model, scripted)
 
     if (!(await later(config.chatDelayMs, res))) return
@@ -550,6 +591,7 @@ export async function startMockQwen(opts = {}) {
     for (let i = 0; endless || i < list.length; i++) {
       if (!(await later(intervalMs, res))) return
       if (cutAfter != null && state.chunksSent >= cutAfter) {
+        state.serverCut = true
         res.destroy()
         return
       }
@@ -580,10 +622,18 @@ export async function startMockQwen(opts = {}) {
 
   mock.close = () =>
     new Promise((resolve) => {
+      closing = true
       for (const t of timers) clearTimeout(t)
       timers.clear()
-      for (const w of requestWaiters) clearTimeout(w.timer)
+      for (const w of requestWaiters) {
+        clearTimeout(w.timer)
+        w.reject(new Error('mock-qwen: closed while waiting for requests'))
+      }
       requestWaiters.clear()
+      for (const w of disconnectWaiters.splice(0)) {
+        clearTimeout(w.timer)
+        w.reject(new Error('mock-qwen: closed while waiting for a disconnect'))
+      }
       server.close(() => resolve())
       if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
     })
@@ -597,9 +647,13 @@ const isMain =
   (typeof process !== 'undefined' && process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href)
 
 if (isMain) {
-  const i = process.argv.indexOf('--port')
-  const port = i >= 0 ? Number(process.argv[i + 1]) : 0
-  const mock = await startMockQwen({ port, config: { autoApprove: true } })
+  const argv = process.argv.slice(2)
+  const i = argv.indexOf('--port')
+  const port = i >= 0 ? Number(argv[i + 1]) : 0
+  const onRequest = argv.includes('--verbose')
+    ? (r) => process.stderr.write(`${r.method} ${r.path} ${r.status}\n`)
+    : undefined
+  const mock = await startMockQwen({ port, onRequest, config: { autoApprove: !argv.includes('--manual') } })
   process.stdout.write(`mock-qwen listening on ${mock.url}\n`)
   const stop = () => mock.close().then(() => process.exit(0))
   process.on('SIGTERM', stop)
