@@ -360,6 +360,7 @@ export async function startMockQwen(opts = {}) {
     })
     req.on('data', (c) => chunks.push(c))
     req.on('error', () => {})
+    res.on('error', () => {}) // a write racing a client abort must not crash the test process
     req.on('end', () => {
       rec.rawBody = Buffer.concat(chunks).toString('utf8')
       try {
