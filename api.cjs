@@ -3,7 +3,29 @@
 // It only adapts JS values to the native core: errors get their `code`, and `fetch(url, init)` is mapped
 // onto a native request whose body comes back as a web ReadableStream.
 
-const binding = require('./binding.cjs')
+const binding = loadBinding()
+
+/** The generated loader picks the platform package (musl detected); say plainly which platform lacks one. */
+function loadBinding() {
+  try {
+    return require('./binding.cjs')
+  } catch (err) {
+    let target = `${process.platform}-${process.arch}`
+    if (process.platform === 'linux') {
+      const glibc = process.report?.getReport?.()?.header?.glibcVersionRuntime
+      target += glibc ? '-gnu' : '-musl'
+    }
+    const e = new Error(
+      `opencode-qwen-oauth has no native addon for ${target}. Prebuilt: linux-x64-gnu, linux-x64-musl, ` +
+        `linux-arm64-gnu, darwin-x64, darwin-arm64, win32-x64-msvc. If yours is listed, reinstall with optional ` +
+        `dependencies enabled (npm install --include=optional); otherwise build it with Rust: npm run build. ` +
+        `(${String(err?.message ?? err).split('\n')[0]})`,
+    )
+    e.code = 'E_NO_NATIVE_ADDON'
+    e.cause = err
+    throw e
+  }
+}
 
 const CODE_PREFIX = /^\[(E_[A-Z_]+)\] /
 
