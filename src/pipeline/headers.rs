@@ -1,7 +1,137 @@
 //! The headers the Qwen Code CLI sends, and the ones OpenCode adds that Qwen refuses.
 
+/// Incoming headers we never forward: OpenCode's `x-session-affinity` and `OpenAI-Beta` (Qwen answers them
+/// with 400), any credential the caller set (we set our own), and framing headers the HTTP client owns.
+/// `accept-encoding` goes too: our client does not decompress, so a compressed answer would reach the
+/// caller as raw gzip bytes.
+const DROPPED: &[&str] = &[
+    "authorization",
+    "x-session-affinity",
+    "openai-beta",
+    "user-agent",
+    "x-api-key",
+    "content-length",
+    "host",
+    "accept-encoding",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "x-dashscope-useragent",
+    "x-dashscope-cachecontrol",
+    "x-dashscope-authtype",
+];
+
+/// How the request is authorised, which decides `X-DashScope-AuthType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthKind {
+    OAuth,
+    ApiKey,
+}
+
 /// `QwenCode/<version> (<platform>; <arch>)` with Node's names for the real OS and CPU.
 pub fn user_agent(cli_version: &str) -> String {
-    let _ = cli_version;
-    todo!("headers::user_agent")
+    format!("QwenCode/{} ({}; {})", cli_version, node_platform(), node_arch())
+}
+
+/// `process.platform` for this OS.
+pub fn node_platform() -> &'static str {
+    match std::env::consts::OS {
+        "macos" => "darwin",
+        "windows" => "win32",
+        other => other,
+    }
+}
+
+/// `process.arch` for this CPU.
+pub fn node_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        "x86" => "ia32",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// The headers to send: the caller's, minus the dropped ones, plus the CLI's.
+pub fn build(incoming: &[(String, String)], token: &str, kind: AuthKind, cli_version: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        incoming.iter().filter(|(k, _)| !DROPPED.iter().any(|d| k.trim().eq_ignore_ascii_case(d))).cloned().collect();
+    if !out.iter().any(|(k, _)| k.trim().eq_ignore_ascii_case("accept")) {
+        out.push(("Accept".into(), "application/json".into()));
+    }
+    let ua = user_agent(cli_version);
+    out.push(("Authorization".into(), format!("Bearer {token}")));
+    out.push(("User-Agent".into(), ua.clone()));
+    out.push(("X-DashScope-CacheControl".into(), "enable".into()));
+    out.push(("X-DashScope-UserAgent".into(), ua));
+    if kind == AuthKind::OAuth {
+        out.push(("X-DashScope-AuthType".into(), "qwen-oauth".into()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn user_agent_uses_node_names() {
+        let ua = user_agent("0.24.4");
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        assert_eq!(ua, "QwenCode/0.24.4 (linux; x64)");
+        #[cfg(all(target_os = "macos", target_arch = "aarch64"))]
+        assert_eq!(ua, "QwenCode/0.24.4 (darwin; arm64)");
+        #[cfg(all(target_os = "windows", target_arch = "x86_64"))]
+        assert_eq!(ua, "QwenCode/0.24.4 (win32; x64)");
+        assert!(ua.starts_with("QwenCode/0.24.4 ("), "{ua}");
+        assert!(!ua.contains("macos") && !ua.contains("x86_64") && !ua.contains("aarch64"), "{ua}");
+    }
+
+    #[test]
+    fn strips_refused_and_credential_headers_case_insensitively() {
+        let incoming = pairs(&[
+            ("x-session-affinity", "ses_1"),
+            ("OpenAI-Beta", "assistants=v2"),
+            ("AUTHORIZATION", "Bearer placeholder"),
+            ("x-api-key", "k"),
+            ("User-Agent", "ai-sdk/openai-compatible"),
+            ("content-length", "12"),
+            ("Host", "example.com"),
+            ("Accept-Encoding", "gzip"),
+            ("X-DashScope-AuthType", "other"),
+            ("Content-Type", "application/json"),
+            ("x-custom", "kept"),
+        ]);
+        let h = build(&incoming, "tok", AuthKind::OAuth, "0.24.4");
+        for gone in ["x-session-affinity", "openai-beta", "x-api-key", "content-length", "host", "accept-encoding"] {
+            assert!(get(&h, gone).is_empty(), "{gone} still present");
+        }
+        assert_eq!(get(&h, "authorization"), vec!["Bearer tok"]);
+        assert_eq!(get(&h, "user-agent"), vec![user_agent("0.24.4").as_str()]);
+        assert_eq!(get(&h, "x-dashscope-useragent"), vec![user_agent("0.24.4").as_str()]);
+        assert_eq!(get(&h, "x-dashscope-cachecontrol"), vec!["enable"]);
+        assert_eq!(get(&h, "x-dashscope-authtype"), vec!["qwen-oauth"]);
+        assert_eq!(get(&h, "content-type"), vec!["application/json"]);
+        assert_eq!(get(&h, "x-custom"), vec!["kept"]);
+        assert_eq!(get(&h, "accept"), vec!["application/json"]);
+    }
+
+    #[test]
+    fn keeps_the_callers_accept_and_omits_auth_type_for_keys() {
+        let h = build(&pairs(&[("accept", "text/event-stream")]), "key", AuthKind::ApiKey, "1.0.0");
+        assert_eq!(get(&h, "accept"), vec!["text/event-stream"]);
+        assert!(get(&h, "x-dashscope-authtype").is_empty());
+        assert_eq!(get(&h, "authorization"), vec!["Bearer key"]);
+        assert!(get(&h, "user-agent")[0].starts_with("QwenCode/1.0.0 ("));
+    }
 }

@@ -9,14 +9,20 @@ pub mod trust;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::error::Result;
+use crate::debug_log;
+use crate::error::{Error, Result};
+use crate::http;
 use crate::token_manager::TokenManager;
+use headers::AuthKind;
 
 /// How requests are authorised.
 #[derive(Clone)]
@@ -65,7 +71,307 @@ impl Pipeline {
     }
 
     pub async fn execute(&self, req: Request, cancel: CancellationToken) -> Result<Response> {
-        let _ = (req, cancel);
-        todo!("Pipeline::execute")
+        if cancel.is_cancelled() {
+            return Err(Error::Aborted);
+        }
+        // Before any token is fetched or sent: refuse hosts we would not give it to.
+        trust::check(&req.url, &self.settings)?;
+        let endpoint = strip_query(&req.url);
+        let method = parse_method(&req.method)?;
+        let url = reqwest::Url::parse(&req.url).map_err(|e| Error::invalid_arg("request URL", e.to_string()))?;
+        let max_retries = self.settings.max_retries;
+        let max_wait = Duration::from_millis(self.settings.max_wait_ms);
+
+        let mut retries = 0u32;
+        // Set after the first 401/403: the token that was refused, for the one forced refresh.
+        let mut refused: Option<String> = None;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (token, kind) = self.token(refused.clone(), &cancel).await?;
+            let paced = pacing::wait_turn(&self.settings, &cancel).await?;
+            let headers = header_map(headers::build(&req.headers, &token, kind, &self.settings.cli_version))?;
+            debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", paced.as_millis());
+
+            let mut builder = http::client().request(method.clone(), url.clone()).headers(headers);
+            if let Some(body) = &req.body {
+                builder = builder.body(body.clone());
+            }
+            let sent = tokio::select! {
+                _ = cancel.cancelled() => return Err(Error::Aborted),
+                r = builder.send() => r,
+            };
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) if e.is_builder() => return Err(Error::invalid_arg("request", e.to_string())),
+                Err(e) => {
+                    let err = Error::network(&endpoint, &e);
+                    debug_log!("{method} {endpoint} attempt {attempt}: {err}");
+                    if retries >= max_retries {
+                        return Err(err);
+                    }
+                    self.pause(retry::backoff(retries, random()), max_wait, "network error", &cancel).await?;
+                    retries += 1;
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            debug_log!("{method} {endpoint} attempt {attempt} -> {status}");
+
+            if matches!(status, 401 | 403) && matches!(self.auth, Auth::OAuth(_)) {
+                if refused.is_some() {
+                    return Err(Error::TokenRefused { endpoint, status });
+                }
+                // Dropping the response closes its connection; the body is of no use to anyone.
+                drop(resp);
+                refused = Some(token);
+                continue;
+            }
+
+            if status == 429 {
+                let server_wait = retry::retry_after(resp.headers(), SystemTime::now());
+                let head = Head::of(&resp);
+                let (prefix, rest) = match read_prefix(resp, &endpoint, &cancel).await {
+                    Ok(read) => read,
+                    Err(Error::Aborted) => return Err(Error::Aborted),
+                    // The 429 broke off mid-body: it is still a 429, just without a readable reason.
+                    Err(_) => (Bytes::new(), None),
+                };
+                if retry::is_free_quota_exhausted(status, &prefix) {
+                    return Err(Error::QuotaExhausted { endpoint });
+                }
+                if retries >= max_retries {
+                    return Ok(head.with_body(prefix, rest, cancel));
+                }
+                drop(rest);
+                let wait = server_wait.unwrap_or_else(|| retry::backoff(retries, random()));
+                self.pause(wait, max_wait, "429", &cancel).await?;
+                retries += 1;
+                continue;
+            }
+
+            if status >= 500 && retries < max_retries {
+                let wait = retry::retry_after(resp.headers(), SystemTime::now())
+                    .unwrap_or_else(|| retry::backoff(retries, random()));
+                drop(resp);
+                self.pause(wait, max_wait, "server error", &cancel).await?;
+                retries += 1;
+                continue;
+            }
+
+            // From here on the body belongs to the caller: no replay whatever happens to it.
+            let head = Head::of(&resp);
+            let stream = resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e)));
+            return Ok(head.into_response(Box::pin(stream), cancel));
+        }
+    }
+
+    /// The token for the next attempt. With `refused`, one forced refresh (unless another process has
+    /// refreshed since). Runs in its own task so that an abort does not cut a refresh off mid-way (the
+    /// manager may hold the credentials lock); the caller just stops waiting.
+    async fn token(&self, refused: Option<String>, cancel: &CancellationToken) -> Result<(String, AuthKind)> {
+        match &self.auth {
+            Auth::ApiKey(key) => Ok((key.clone(), AuthKind::ApiKey)),
+            Auth::OAuth(tm) => {
+                let tm = tm.clone();
+                let force = refused.is_some();
+                if force {
+                    debug_log!("token refused by the API: forcing one refresh");
+                }
+                let task = tokio::spawn(async move { tm.valid_credentials(force, refused.as_deref()).await });
+                let creds = tokio::select! {
+                    _ = cancel.cancelled() => return Err(Error::Aborted),
+                    joined = task => joined.map_err(|e| Error::bad_response("token manager", e.to_string()))??,
+                };
+                crate::log::remember_secret(&creds.access_token);
+                Ok((creds.access_token, AuthKind::OAuth))
+            }
+        }
+    }
+
+    /// Wait before a retry, capped at `max_wait`, ending early with `Aborted`.
+    async fn pause(&self, wait: Duration, max_wait: Duration, why: &str, cancel: &CancellationToken) -> Result<()> {
+        let wait = wait.min(max_wait);
+        debug_log!("waiting {} ms before retrying ({why})", wait.as_millis());
+        tokio::select! {
+            _ = cancel.cancelled() => Err(Error::Aborted),
+            _ = tokio::time::sleep(wait) => Ok(()),
+        }
+    }
+}
+
+/// Status line and headers of a response whose body is handled separately.
+struct Head {
+    status: u16,
+    status_text: String,
+    headers: Vec<(String, String)>,
+    url: String,
+}
+
+impl Head {
+    fn of(resp: &reqwest::Response) -> Head {
+        let status = resp.status();
+        Head {
+            status: status.as_u16(),
+            status_text: status.canonical_reason().unwrap_or("").to_string(),
+            headers: resp
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            url: resp.url().to_string(),
+        }
+    }
+
+    fn into_response(self, body: BodyStream, cancel: CancellationToken) -> Response {
+        Response {
+            status: self.status,
+            status_text: self.status_text,
+            headers: self.headers,
+            url: self.url,
+            body: abortable(body, cancel),
+        }
+    }
+
+    /// A response whose first bytes were already read: replay them, then the rest of the stream.
+    fn with_body(self, prefix: Bytes, rest: Option<BodyStream>, cancel: CancellationToken) -> Response {
+        let head = (!prefix.is_empty()).then_some(Ok(prefix));
+        let first = futures_util::stream::iter(head);
+        let body: BodyStream = match rest {
+            Some(rest) => Box::pin(first.chain(rest)),
+            None => Box::pin(first),
+        };
+        self.into_response(body, cancel)
+    }
+}
+
+/// Enough of an error body to classify it.
+const PREFIX_LIMIT: usize = 64 * 1024;
+
+/// Read a body up to `PREFIX_LIMIT` bytes; the unread remainder (if any) comes back as a stream.
+async fn read_prefix(
+    resp: reqwest::Response,
+    endpoint: &str,
+    cancel: &CancellationToken,
+) -> Result<(Bytes, Option<BodyStream>)> {
+    let endpoint = endpoint.to_string();
+    let mut stream: BodyStream =
+        Box::pin(resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e))));
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return Err(Error::Aborted),
+            next = stream.next() => next,
+        };
+        match next {
+            None => return Ok((buf.freeze(), None)),
+            Some(chunk) => {
+                buf.extend_from_slice(&chunk?);
+                if buf.len() >= PREFIX_LIMIT {
+                    return Ok((buf.freeze(), Some(stream)));
+                }
+            }
+        }
+    }
+}
+
+/// The body as the caller sees it: ends with `Aborted` as soon as the request is aborted, and drops the
+/// upstream stream (closing the connection) right then rather than when the caller lets go.
+fn abortable(body: BodyStream, cancel: CancellationToken) -> BodyStream {
+    Box::pin(futures_util::stream::unfold(Some((body, cancel)), |state| async move {
+        let (mut body, cancel) = state?;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                drop(body);
+                Some((Err(Error::Aborted), None))
+            }
+            item = body.next() => match item {
+                Some(Ok(bytes)) => Some((Ok(bytes), Some((body, cancel)))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => None,
+            },
+        }
+    }))
+}
+
+/// `fetch` upper-cases the standard methods and leaves others as given.
+fn parse_method(method: &str) -> Result<reqwest::Method> {
+    const STANDARD: &[&str] = &["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
+    let m = if method.is_empty() {
+        "GET".to_string()
+    } else if STANDARD.iter().any(|s| s.eq_ignore_ascii_case(method)) {
+        method.to_ascii_uppercase()
+    } else {
+        method.to_string()
+    };
+    reqwest::Method::from_bytes(m.as_bytes()).map_err(|_| Error::invalid_arg("request method", format!("{method:?}")))
+}
+
+fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let header = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| Error::invalid_arg("request header", format!("{name:?} is not a valid header name")))?;
+        // Never echo the value: it may be a credential.
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| Error::invalid_arg("request header", format!("the value of {name:?} is not valid")))?;
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+fn strip_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_string()
+}
+
+fn random() -> f64 {
+    rand::rng().random::<f64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_normalised_like_fetch() {
+        assert_eq!(parse_method("post").unwrap(), reqwest::Method::POST);
+        assert_eq!(parse_method("").unwrap(), reqwest::Method::GET);
+        assert_eq!(parse_method("PROPFIND").unwrap().as_str(), "PROPFIND");
+        assert_eq!(parse_method("bad method").unwrap_err().code(), "E_INVALID_ARG");
+    }
+
+    #[test]
+    fn bad_header_values_are_refused_without_echoing_them() {
+        let e = header_map(vec![("x-k".into(), "secret\nvalue".into())]).unwrap_err();
+        assert_eq!(e.code(), "E_INVALID_ARG");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let ok = header_map(vec![("A".into(), "1".into()), ("a".into(), "2".into())]).unwrap();
+        assert_eq!(ok.get_all("a").iter().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn abortable_body_ends_with_aborted_and_drops_upstream() {
+        struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for DropFlag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let upstream = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))])
+            .chain(futures_util::stream::pending())
+            .map(move |x| {
+                let _ = &flag;
+                x
+            });
+        let cancel = CancellationToken::new();
+        let mut body = abortable(Box::pin(upstream), cancel.clone());
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
+        cancel.cancel();
+        assert_eq!(body.next().await.unwrap().unwrap_err(), Error::Aborted);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(body.next().await.is_none());
     }
 }
