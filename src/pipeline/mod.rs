@@ -275,19 +275,44 @@ async fn read_prefix(
     }
 }
 
-/// The body as the caller sees it: ends with `Aborted` as soon as the request is aborted, and drops the
-/// upstream stream (closing the connection) right then rather than when the caller lets go.
+/// The body as the caller sees it: ends with `Aborted` as soon as the request is aborted.
+///
+/// The upstream stream lives in its own task that hands chunks over a one-slot channel, so an abort drops it
+/// (closing the connection) at once even when nobody is reading, as `fetch` does; and when the caller lets
+/// go of the body (JS `cancel()` drops the receiver) the task notices immediately, even while the server
+/// is silent. Only the receiver is handed out: nothing else keeps the connection alive.
 fn abortable(body: BodyStream, cancel: CancellationToken) -> BodyStream {
-    Box::pin(futures_util::stream::unfold(Some((body, cancel)), |state| async move {
-        let (mut body, cancel) = state?;
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                drop(body);
-                Some((Err(Error::Aborted), None))
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
+    let watch = cancel.clone();
+    tokio::spawn(async move {
+        let mut body = body;
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = watch.cancelled() => return,
+                _ = tx.closed() => return,
+                item = body.next() => item,
+            };
+            let Some(item) = item else { return };
+            let last = item.is_err();
+            tokio::select! {
+                biased;
+                _ = watch.cancelled() => return,
+                sent = tx.send(item) => if sent.is_err() { return },
             }
-            item = body.next() => match item {
-                Some(Ok(bytes)) => Some((Ok(bytes), Some((body, cancel)))),
+            if last {
+                return;
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(Some((rx, cancel)), |state| async move {
+        let (mut rx, cancel) = state?;
+        tokio::select! {
+            // An abort wins over buffered data, like fetch's body after `abort()`.
+            biased;
+            _ = cancel.cancelled() => Some((Err(Error::Aborted), None)),
+            item = rx.recv() => match item {
+                Some(Ok(bytes)) => Some((Ok(bytes), Some((rx, cancel)))),
                 Some(Err(e)) => Some((Err(e), None)),
                 None => None,
             },
@@ -350,8 +375,8 @@ mod tests {
         assert_eq!(ok.get_all("a").iter().count(), 2);
     }
 
-    #[tokio::test]
-    async fn abortable_body_ends_with_aborted_and_drops_upstream() {
+    /// An upstream that yields "a" then hangs, and raises a flag when dropped (= connection closed).
+    fn hanging_upstream() -> (BodyStream, std::sync::Arc<std::sync::atomic::AtomicBool>) {
         struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
         impl Drop for DropFlag {
             fn drop(&mut self) {
@@ -366,12 +391,48 @@ mod tests {
                 let _ = &flag;
                 x
             });
+        (Box::pin(upstream), dropped)
+    }
+
+    async fn until_dropped(flag: &std::sync::atomic::AtomicBool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("upstream dropped");
+    }
+
+    #[tokio::test]
+    async fn abortable_body_ends_with_aborted_and_drops_upstream_without_a_reader() {
+        let (upstream, dropped) = hanging_upstream();
         let cancel = CancellationToken::new();
-        let mut body = abortable(Box::pin(upstream), cancel.clone());
+        let mut body = abortable(upstream, cancel.clone());
         assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
+        // Nobody polls the body: the abort alone must close the upstream.
         cancel.cancel();
+        until_dropped(&dropped).await;
         assert_eq!(body.next().await.unwrap().unwrap_err(), Error::Aborted);
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(body.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_body_closes_a_silent_upstream() {
+        let (upstream, dropped) = hanging_upstream();
+        let mut body = abortable(upstream, CancellationToken::new());
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
+        drop(body);
+        until_dropped(&dropped).await;
+    }
+
+    #[tokio::test]
+    async fn abortable_body_passes_chunks_and_errors_through() {
+        let items = vec![Ok(Bytes::from_static(b"1")), Ok(Bytes::from_static(b"2")), Err(Error::Aborted)];
+        let mut body = abortable(Box::pin(futures_util::stream::iter(items)), CancellationToken::new());
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"1"));
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"2"));
+        assert!(body.next().await.unwrap().is_err());
         assert!(body.next().await.is_none());
     }
 }
