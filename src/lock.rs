@@ -43,6 +43,7 @@ pub async fn acquire(path: &Path) -> Result<LockGuard> {
 pub(crate) async fn acquire_with(path: &Path, timing: LockTiming) -> Result<LockGuard> {
     let token = uuid_v4();
     let mut delay = timing.initial_delay;
+    let mut announced = false;
     for attempt in 1..=timing.attempts {
         match try_create(path, &token) {
             Ok(()) => {
@@ -79,6 +80,10 @@ pub(crate) async fn acquire_with(path: &Path, timing: LockTiming) -> Result<Lock
             _ => {}
         }
         if attempt < timing.attempts {
+            if !announced {
+                announced = true;
+                debug_log!("{} is held by another process; waiting", path.display());
+            }
             tokio::time::sleep(delay).await;
             delay = delay.mul_f64(1.5).min(timing.max_delay);
         }

@@ -1,0 +1,85 @@
+// Spawning and talking to __test__/support/child-token.mjs from the credential tests (Node and Bun).
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import readline from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'child-token.mjs')
+
+/** Start `child-token.mjs <args…>` with `env` added; line-oriented stdout, stderr collected. */
+export function spawnChild(args, env = {}) {
+  const proc = spawn(process.execPath, [CHILD, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  const queued = []
+  const waiters = []
+  const stderrWaiters = []
+  let stderr = ''
+  let exitInfo = null
+  const exited = new Promise((resolve) =>
+    proc.on('exit', (code, signal) => {
+      exitInfo = { code, signal }
+      for (const w of waiters.splice(0)) w.reject(new Error(`child exited (${code ?? signal}) before answering: ${stderr}`))
+      for (const w of stderrWaiters.splice(0)) w.reject(new Error(`child exited before printing ${w.re}: ${stderr}`))
+      resolve(exitInfo)
+    }),
+  )
+  readline.createInterface({ input: proc.stdout }).on('line', (line) => {
+    const w = waiters.shift()
+    if (w) w.resolve(line)
+    else queued.push(line)
+  })
+  proc.stderr.on('data', (d) => {
+    stderr += d
+    for (let i = stderrWaiters.length - 1; i >= 0; i--) {
+      if (stderrWaiters[i].re.test(stderr)) stderrWaiters.splice(i, 1)[0].resolve(stderr)
+    }
+  })
+
+  function withTimeout(promise, ms, what) {
+    let timer
+    return Promise.race([
+      promise,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}; stderr: ${stderr}`)), ms)
+      }),
+    ]).finally(() => clearTimeout(timer))
+  }
+
+  const child = {
+    proc,
+    exited,
+    stderr: () => stderr,
+    /** Next stdout line. */
+    nextLine(timeoutMs = 30_000) {
+      if (queued.length) return Promise.resolve(queued.shift())
+      if (exitInfo) return Promise.reject(new Error(`child already exited: ${stderr}`))
+      const p = new Promise((resolve, reject) => waiters.push({ resolve, reject }))
+      return withTimeout(p, timeoutMs, 'a line from the child')
+    },
+    /** Resolves once stderr (all of it so far) matches `re`. */
+    waitForStderr(re, timeoutMs = 30_000) {
+      if (re.test(stderr)) return Promise.resolve(stderr)
+      const p = new Promise((resolve, reject) => stderrWaiters.push({ re, resolve, reject }))
+      return withTimeout(p, timeoutMs, `stderr to match ${re}`)
+    },
+    send(line) {
+      proc.stdin.write(line + '\n')
+    },
+    /** `serve` mode: one command, one JSON answer. */
+    async ask(cmd) {
+      child.send(cmd)
+      return JSON.parse(await child.nextLine())
+    },
+    async close() {
+      if (!exitInfo) {
+        proc.stdin.end()
+        const t = setTimeout(() => proc.kill('SIGKILL'), 5000)
+        await exited
+        clearTimeout(t)
+      }
+    },
+  }
+  return child
+}
