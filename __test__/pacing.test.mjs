@@ -1,0 +1,130 @@
+// Machine-wide pacing across real processes: three children share one QWEN_HOME (hence one pacing state
+// file) and race for the API of one mock; every two request starts must be at least the configured gap apart.
+// node:test.
+import { test, afterEach } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import api from '../api.cjs'
+import { startMockQwen } from './support/mock-qwen.mjs'
+
+const CHAT = '/v1/chat/completions'
+const API_KEY = 'sk-test-pacing-key-0123456789'
+const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'pacing-child.mjs')
+
+const cleanups = []
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()()
+})
+
+async function setup() {
+  const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })
+  cleanups.push(() => mock.close())
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-pacing-'))
+  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  // Not created yet: the pacing code must create it (0700).
+  const qwenHome = path.join(tmp, 'qwen-home')
+  return { mock, qwenHome, url: `${mock.url}${CHAT}` }
+}
+
+/** Start a child; resolves once it has loaded the addon and waits for "go". */
+function startChild(args) {
+  const child = spawn(process.execPath, [CHILD, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'pipe'] })
+  cleanups.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill()
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  const ready = new Promise((resolve, reject) => {
+    child.stdout.on('data', () => stdout.includes('ready\n') && resolve())
+    exited.then((code) => reject(new Error(`child ${args.id} exited (${code}) before ready: ${stderr}`)))
+  })
+  return {
+    ready,
+    go: () => child.stdin.write('go\n'),
+    done: exited.then((code) => ({ code, stdout, stderr })),
+  }
+}
+
+const gapsOf = (times) => times.slice(1).map((t, i) => t - times[i])
+
+// ~7 s of paced requests: longer than bun test's default 5 s timeout.
+test('3 processes x 10 requests: every two request starts are at least the configured gap apart', { timeout: 60_000 }, async () => {
+  const { mock, qwenHome, url } = await setup()
+  const MIN = 200
+  const JITTER = 20 // fixed (min = max), so the configured gap is exactly MIN + JITTER
+  const options = { qwenHome, minIntervalMs: MIN, jitterMinMs: JITTER, jitterMaxMs: JITTER, maxRetries: 0 }
+  const children = [0, 1, 2].map((id) => startChild({ url, apiKey: API_KEY, count: 10, id, options }))
+  await Promise.all(children.map((c) => c.ready))
+  for (const c of children) c.go()
+  const results = await Promise.all(children.map((c) => c.done))
+
+  for (const [i, r] of results.entries()) {
+    assert.equal(r.code, 0, `child ${i} failed: ${r.stderr}`)
+    const line = JSON.parse(r.stdout.trim().split('\n').at(-1))
+    assert.deepEqual(line.statuses, Array(10).fill(200))
+  }
+
+  // At the mock: arrival of each request (its headers parsed), in arrival order.
+  const recs = mock.requestsTo(CHAT)
+  assert.equal(recs.length, 30)
+  const arrivals = recs.map((r) => r.hr).sort((a, b) => a - b)
+  for (const g of gapsOf(arrivals)) assert.ok(g >= MIN, `arrival gap ${g.toFixed(1)} ms must be >= ${MIN} ms`)
+
+  // In the pipelines: the start times they logged (epoch ms, one clock for all processes).
+  const starts = results
+    .flatMap((r) => [...r.stderr.matchAll(/pacing: start at (\d+) ms/g)].map((m) => Number(m[1])))
+    .sort((a, b) => a - b)
+  assert.equal(starts.length, 30)
+  for (const g of gapsOf(starts)) assert.ok(g >= MIN + JITTER, `start gap ${g} ms must be >= ${MIN + JITTER} ms`)
+
+  // The processes really competed: their requests interleave instead of running one process after another.
+  const order = recs.map((r) => r.headers['x-pacing-child']).join('')
+  const switches = [...order].filter((c, i) => i > 0 && c !== order[i - 1]).length
+  assert.ok(switches >= 6, `requests of the three processes interleave (order ${order})`)
+
+  const statePath = path.join(qwenHome, 'opencode_qwen_pacing.json')
+  if (process.platform !== 'win32') {
+    assert.equal(fs.statSync(qwenHome).mode & 0o777, 0o700)
+    assert.equal(fs.statSync(statePath).mode & 0o777, 0o600)
+  }
+})
+
+test('a corrupt pacing state file is replaced and requests still go through', async () => {
+  const { mock, qwenHome, url } = await setup()
+  fs.mkdirSync(qwenHome, { mode: 0o700 })
+  const statePath = path.join(qwenHome, 'opencode_qwen_pacing.json')
+  fs.writeFileSync(statePath, '{"next_start_ms": "garbage', { mode: 0o600 })
+  const client = api.createClient({ qwenHome, minIntervalMs: 50, jitterMinMs: 0, jitterMaxMs: 0 }, { apiKey: API_KEY })
+  for (let i = 0; i < 2; i++) {
+    const res = await client.fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+    assert.equal(res.status, 200)
+    await res.arrayBuffer()
+  }
+  const state = JSON.parse(fs.readFileSync(statePath, 'utf8'))
+  assert.equal(state.v, 1)
+  assert.ok(Number.isInteger(state.next_start_ms) && state.next_start_ms > 0)
+  const [a, b] = mock.requestsTo(CHAT)
+  assert.ok(b.hr - a.hr >= 50, 'the second request was paced')
+})
+
+test('pacing 0/0 disables it: no state file is ever written', async () => {
+  const { mock, qwenHome, url } = await setup()
+  fs.mkdirSync(qwenHome, { mode: 0o700 })
+  const client = api.createClient({ qwenHome, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }, { apiKey: API_KEY })
+  const responses = await Promise.all(
+    [0, 1, 2, 3, 4].map(() => client.fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })),
+  )
+  for (const r of responses) {
+    assert.equal(r.status, 200)
+    await r.arrayBuffer()
+  }
+  assert.equal(mock.requestsTo(CHAT).length, 5)
+  assert.deepEqual(fs.readdirSync(qwenHome), [], 'no pacing state was created')
+})

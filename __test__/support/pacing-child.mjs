@@ -1,0 +1,30 @@
+// Child process for pacing.test.mjs: one client (its own process, so pacing can only work through the shared
+// state file), `count` sequential chat requests once the parent says "go" on stdin.
+// argv[2]: JSON { url, apiKey, count, id, options }. Prints "ready" once loaded, then one JSON result line.
+// The pipeline's debug log (stderr) carries the pacing start times the parent checks.
+import api from '../../api.cjs'
+
+const { url, apiKey, count, id, options } = JSON.parse(process.argv[2])
+const client = api.createClient({ ...options, debug: true }, { apiKey })
+
+process.stdout.write('ready\n')
+await new Promise((resolve) => {
+  let buf = ''
+  process.stdin.on('data', (d) => {
+    buf += d
+    if (buf.includes('go\n')) resolve()
+  })
+})
+process.stdin.pause()
+
+const statuses = []
+for (let i = 0; i < count; i++) {
+  const res = await client.fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-pacing-child': String(id) },
+    body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: `child ${id} #${i}` }] }),
+  })
+  await res.arrayBuffer()
+  statuses.push(res.status)
+}
+process.stdout.write(JSON.stringify({ id, statuses }) + '\n')
