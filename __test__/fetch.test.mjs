@@ -219,6 +219,19 @@ test('401 twice: E_TOKEN_REFUSED after exactly one refresh', async () => {
   for (const t of mock.tokens) assert.ok(!err.message.includes(t.access_token), 'no token in the message')
 })
 
+test('401, then 429, then 200: the refresh happens once, the rate-limit retry reuses the new token', async () => {
+  const { mock, client, url } = await setup()
+  mock.enqueue401()
+  mock.enqueue429({ retryAfterMs: 50 })
+  const res = await client.fetch(url, chatInit())
+  assert.equal(res.status, 200)
+  await res.json()
+  assert.equal(mock.refreshGrants, 1)
+  const recs = chatRequests(mock)
+  assert.deepEqual(recs.map((r) => r.status), [401, 429, 200])
+  assert.ok(recs[1].headers.authorization === recs[2].headers.authorization, 'same refreshed token on both retries')
+})
+
 test('API key: a 401 is handed back as is, without refresh or retry', async () => {
   const { mock, client, url } = await setup({ apiKey: API_KEY })
   mock.enqueue401()

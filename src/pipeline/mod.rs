@@ -83,12 +83,13 @@ impl Pipeline {
         let max_wait = Duration::from_millis(self.settings.max_wait_ms);
 
         let mut retries = 0u32;
-        // Set after the first 401/403: the token that was refused, for the one forced refresh.
+        // After the first 401/403: the refused token, taken by the next attempt for its one forced refresh.
         let mut refused: Option<String> = None;
+        let mut refreshed = false;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (token, kind) = self.token(refused.clone(), &cancel).await?;
+            let (token, kind) = self.token(refused.take(), &cancel).await?;
             let paced = pacing::wait_turn(&self.settings, &cancel).await?;
             let headers = header_map(headers::build(&req.headers, &token, kind, &self.settings.cli_version))?;
             debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", paced.as_millis());
@@ -119,11 +120,12 @@ impl Pipeline {
             debug_log!("{method} {endpoint} attempt {attempt} -> {status}");
 
             if matches!(status, 401 | 403) && matches!(self.auth, Auth::OAuth(_)) {
-                if refused.is_some() {
+                if refreshed {
                     return Err(Error::TokenRefused { endpoint, status });
                 }
                 // Dropping the response closes its connection; the body is of no use to anyone.
                 drop(resp);
+                refreshed = true;
                 refused = Some(token);
                 continue;
             }

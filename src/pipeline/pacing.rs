@@ -139,6 +139,7 @@ pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Resul
                 match outcome {
                     Ok(Ok(started)) => {
                         let waited = began.elapsed();
+                        // __test__/pacing.test.mjs reads this line to check gaps across processes.
                         debug_log!("pacing: start at {started} ms, waited {} ms, gap {gap} ms", waited.as_millis());
                         return Ok(waited);
                     }
