@@ -328,10 +328,10 @@ impl CredentialStore {
         match fs::metadata(&self.dir) {
             Ok(m) if m.is_dir() => return Ok(()),
             Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Other,
-                    format!("{} exists and is not a directory", self.dir.display()),
-                ))
+                return Err(io::Error::other(format!(
+                    "{} exists and is not a directory",
+                    self.dir.display()
+                )))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
