@@ -192,21 +192,14 @@ impl TokenManager {
                 path: sh.store.path(),
             });
         };
-        let cached = Some(cached);
-        if !force {
-            if let Some(c) = &cached {
-                if sh.usable(c, now_ms()) {
-                    return Ok(c.clone());
-                }
-            }
+        if !force && sh.usable(&cached, now_ms()) {
+            return Ok(cached);
         }
-        // A forced refresh is satisfied by any valid token other than this one.
-        let stale: Option<String> = refused_token
-            .map(str::to_string)
-            .or_else(|| cached.as_ref().map(|c| c.access_token.clone()));
+        // A forced refresh is satisfied by any valid token other than the refused (or cached) one.
+        let stale = refused_token.unwrap_or(&cached.access_token).to_string();
         let good_enough = |c: &Credentials| -> bool {
             if force {
-                c.is_valid_at(now_ms()) && stale.as_deref() != Some(c.access_token.as_str())
+                c.is_valid_at(now_ms()) && c.access_token != stale
             } else {
                 sh.usable(c, now_ms())
             }
