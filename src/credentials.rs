@@ -726,6 +726,42 @@ mod tests {
         fs::remove_dir_all(d).unwrap();
     }
 
+    /// An immutable directory (chattr +i) refuses writes even to root, which ignores mode bits.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn failed_save_over_existing_file_keeps_old_content() {
+        let d = tmp_dir("immutable");
+        let store = CredentialStore::new(d.clone());
+        let old = sample(Some("portal.qwen.ai"));
+        store.save(&old, KeyOrder::DeviceFlow).unwrap();
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&d)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !chattr("+i") {
+            eprintln!("chattr +i unavailable here; skipping");
+            fs::remove_dir_all(d).unwrap();
+            return;
+        }
+        let mut new = sample(None);
+        new.access_token = "tok-access-2".into();
+        let result = store.save(&new, KeyOrder::Refresh);
+        assert!(chattr("-i"));
+        let e = result.unwrap_err();
+        assert_eq!(e.code(), "E_CREDS_WRITE");
+        assert!(e.to_string().contains("was not changed"), "{e}");
+        assert_eq!(
+            fs::read_to_string(store.path()).unwrap(),
+            old.to_cli_json(KeyOrder::DeviceFlow)
+        );
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
+        fs::remove_dir_all(d).unwrap();
+    }
+
     #[test]
     fn invalid_file_is_reported_and_left_untouched() {
         let d = tmp_dir("invalid");
