@@ -224,6 +224,6 @@ mod tests {
     #[test]
     fn endpoint_query_is_dropped() {
         let e = Error::bad_response("https://x.test/a?b=c", "oops");
-        assert_eq!(e.to_string().contains("b=c"), false);
+        assert!(!e.to_string().contains("b=c"));
     }
 }
