@@ -123,6 +123,16 @@ impl DeviceLogin {
         let tokens = self.poll_until_approved().await?;
         let creds = credentials_from(&tokens, now_ms(), &self.token_endpoint())?;
         let store = CredentialStore::new(self.settings.qwen_home.clone());
+        // Unlike the CLI, save under the lock so a refresh of the previous login in another process cannot
+        // overwrite this one. The approved tokens must not be lost, so without the lock (missing directory,
+        // lock held far too long) we still save.
+        let _guard = match crate::lock::acquire(&self.settings.lock_path()).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                debug_log!("device login: saving without the credentials lock ({})", e.code());
+                None
+            }
+        };
         let to_save = creds.clone();
         // fsync and rename block; keep them off the async workers.
         tokio::task::spawn_blocking(move || store.save(&to_save, KeyOrder::DeviceFlow)).await.map_err(|e| {
