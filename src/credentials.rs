@@ -292,6 +292,7 @@ impl CredentialStore {
         let target = self.path();
         self.ensure_dir()
             .map_err(|e| Error::creds_write(&target, &e))?;
+        sweep_leftovers(&self.dir, SystemTime::now());
         let tmp = self
             .dir
             .join(format!("{CREDS_FILE_NAME}.{}.tmp", random_hex(6)));
@@ -401,6 +402,55 @@ fn rename_with_retry(from: &Path, to: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Leftovers older than this belong to a process that died mid-write: no save or lock break takes a minute.
+pub const LEFTOVER_AGE: Duration = Duration::from_secs(60);
+
+/// Remove what a process killed at the wrong moment leaves behind (best effort): temp files of a save
+/// killed before its rename, and locks renamed aside by a breaker killed before its unlink. Only names
+/// of exactly those shapes (ours and the CLI's), and only when their mtime is more than `LEFTOVER_AGE`
+/// away from `now` in either direction (a clock set back must not keep them forever).
+pub fn sweep_leftovers(dir: &Path, now: SystemTime) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_leftover_name(name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            continue;
+        }
+        let Ok(mtime) = meta.modified() else { continue };
+        let age = now.duration_since(mtime).unwrap_or_else(|e| e.duration());
+        if age > LEFTOVER_AGE && fs::remove_file(entry.path()).is_ok() {
+            debug_log!("removed leftover {}", entry.path().display());
+        }
+    }
+}
+
+/// `oauth_creds.json.<12 lowercase hex>.tmp` (our temp files and the CLI's `atomicWriteFile`) or
+/// `oauth_creds.lock.stale.<uuid>` (a stale lock renamed aside by us or the CLI).
+pub fn is_leftover_name(name: &str) -> bool {
+    let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if let Some(mid) = name
+        .strip_prefix(CREDS_FILE_NAME)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_suffix(".tmp"))
+    {
+        return mid.len() == 12 && lower_hex(mid);
+    }
+    if let Some(id) = name.strip_prefix("oauth_creds.lock.stale.") {
+        // 8-4-4-4-12 lowercase hex, as `crypto.randomUUID()` and `lock::uuid_v4` write it.
+        let groups: Vec<&str> = id.split('-').collect();
+        return groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+            && groups.iter().all(|g| lower_hex(g));
+    }
+    false
 }
 
 /// `n` random bytes as lowercase hex.
@@ -789,6 +839,95 @@ mod tests {
         assert!(!store.path().exists());
         store.remove().unwrap();
         fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn leftover_names_are_exactly_ours_and_the_clis() {
+        for yes in [
+            "oauth_creds.json.0123456789ab.tmp",
+            "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211",
+        ] {
+            assert!(is_leftover_name(yes), "{yes}");
+        }
+        for no in [
+            "oauth_creds.json",
+            "oauth_creds.lock",
+            "oauth_creds.json.tmp",
+            "oauth_creds.json.0123456789AB.tmp",
+            "oauth_creds.json.0123456789a.tmp",
+            "oauth_creds.json.0123456789abc.tmp",
+            "oauth_creds.json.0123456789ab.tmp.bak",
+            "oauth_creds.json.tmp.1234.0f1e2d3c-4b5a-4697-8877-665544332211",
+            "xoauth_creds.json.0123456789ab.tmp",
+            "oauth_creds.lock.stale.",
+            "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-66554433221",
+            "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211x",
+            "opencode_qwen_pacing.json",
+        ] {
+            assert!(!is_leftover_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn save_sweeps_old_leftovers_only() {
+        let d = tmp_dir("sweep");
+        let store = CredentialStore::new(d.clone());
+        let set_mtime = |name: &str, t: SystemTime| {
+            fs::write(d.join(name), "x").unwrap();
+            File::options()
+                .write(true)
+                .open(d.join(name))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(120);
+        let future = now + Duration::from_secs(3600);
+        set_mtime("oauth_creds.json.aaaaaaaaaaaa.tmp", old);
+        set_mtime("oauth_creds.json.bbbbbbbbbbbb.tmp", future);
+        set_mtime(
+            "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211",
+            old,
+        );
+        // Young: maybe a save in progress in another process.
+        set_mtime("oauth_creds.json.cccccccccccc.tmp", now);
+        // Old, but not of our shapes.
+        set_mtime("oauth_creds.json.mine.tmp", old);
+        set_mtime("notes.txt", old);
+        store.save(&sample(None), KeyOrder::Refresh).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "notes.txt",
+                "oauth_creds.json",
+                "oauth_creds.json.cccccccccccc.tmp",
+                "oauth_creds.json.mine.tmp"
+            ]
+        );
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn debug_output_redacts_tokens() {
+        let c = sample(Some("portal.qwen.ai"));
+        for text in [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", Some(&c)),
+        ] {
+            assert!(!text.contains("tok-access-1"), "{text}");
+            assert!(!text.contains("tok-refresh-1"), "{text}");
+            assert!(
+                text.contains("[redacted]") && text.contains("portal.qwen.ai"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

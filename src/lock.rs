@@ -94,12 +94,14 @@ pub(crate) async fn acquire_with(path: &Path, timing: LockTiming) -> Result<Lock
     })
 }
 
-/// mtime older than `stale_after`; a future mtime (clock skew) is not stale.
+/// mtime more than `stale_after` away from now. The CLI only looks at the past; a lock dated more than
+/// that into the future was left while the clock was wrong (or the clock was set back since), and would
+/// otherwise block every refresh, ours and the CLI's, until the wall clock caught up with it.
 fn is_stale(mtime: SystemTime, stale_after: Duration) -> bool {
-    SystemTime::now()
+    let age = SystemTime::now()
         .duration_since(mtime)
-        .map(|age| age > stale_after)
-        .unwrap_or(false)
+        .unwrap_or_else(|e| e.duration());
+    age > stale_after
 }
 
 /// `writeFile(path, token, { flag: 'wx' })` with mode 0600.
@@ -256,9 +258,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn future_mtime_is_not_stale() {
-        assert!(!is_stale(
+    async fn staleness_counts_in_both_directions() {
+        // Clock skew: a lock from an hour in the future is as dead as one from an hour ago.
+        assert!(is_stale(
             SystemTime::now() + Duration::from_secs(3600),
+            Duration::from_secs(35)
+        ));
+        assert!(!is_stale(
+            SystemTime::now() + Duration::from_secs(20),
             Duration::from_secs(35)
         ));
         assert!(is_stale(
@@ -269,6 +276,32 @@ mod tests {
             SystemTime::now() - Duration::from_secs(30),
             Duration::from_secs(35)
         ));
+    }
+
+    #[tokio::test]
+    async fn lock_dated_far_in_the_future_is_broken() {
+        let d = tmp_dir("future");
+        let p = d.join("oauth_creds.lock");
+        fs::write(&p, "written-while-the-clock-was-wrong").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
+        let g = acquire_with(
+            &p,
+            LockTiming {
+                attempts: 2,
+                ..fast()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(g.still_owned());
+        drop(g);
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
+        fs::remove_dir_all(d).unwrap();
     }
 
     #[tokio::test]
