@@ -1,0 +1,213 @@
+// Measurement worker for bench/run.mjs: runs in the runtime under test (node or bun), talks to the mock the
+// parent started, prints one JSON line with raw timings. Never prints tokens.
+// argv[2]: JSON { scenario, apiPath, url, oauthBaseUrl, qwenHome, token, impls, rounds, n, concurrency, ... }
+import { createRequire } from 'node:module'
+import { performance } from 'node:perf_hooks'
+import { pathToFileURL } from 'node:url'
+
+const cfg = JSON.parse(process.argv[2])
+const require = createRequire(import.meta.url)
+const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
+
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** The fetch functions under test, by name: the runtime's own, ours, and optionally another plugin's. */
+async function loadImpls() {
+  const impls = {}
+  const want = cfg.impls ?? ['baseline', 'ours']
+  if (want.includes('baseline')) impls.baseline = globalThis.fetch.bind(globalThis)
+  if (want.includes('ours')) {
+    const api = require(cfg.apiPath)
+    const client = api.createClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING, ...cfg.options })
+    impls.ours = client.fetch
+  }
+  if (want.includes('module')) {
+    const mod = await import(pathToFileURL(cfg.fetchModule).href)
+    const ctx = { baseUrl: `${cfg.oauthBaseUrl}/v1`, qwenHome: cfg.qwenHome, accessToken: cfg.token }
+    let f = mod.createFetch ? await mod.createFetch(ctx) : (mod.fetch ?? mod.default)
+    if (typeof f === 'object' && f && typeof f.fetch === 'function') f = f.fetch.bind(f)
+    if (typeof f !== 'function') throw new Error(`${cfg.fetchModule}: export a fetch-compatible function (fetch, default, or createFetch(ctx))`)
+    impls.module = f
+  }
+  return impls
+}
+
+const chatInit = (stream) => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', authorization: `Bearer ${cfg.token}` },
+  body: JSON.stringify({ model: 'coder-model', stream, messages: [{ role: 'user', content: 'hi' }] }),
+})
+
+async function smallJson(f) {
+  const res = await f(cfg.url, chatInit(false))
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}`)
+  const j = await res.json()
+  if (!j.choices) throw new Error('unexpected body')
+}
+
+/** Rounds alternate the order of the implementations so drift hits both alike. */
+async function rounds(impls, perRound) {
+  const names = Object.keys(impls)
+  const res = Object.fromEntries(names.map((n) => [n, []]))
+  for (let r = 0; r < cfg.rounds; r++) {
+    const order = r % 2 ? [...names].reverse() : names
+    for (const name of order) res[name].push(await perRound(impls[name], name))
+  }
+  return res
+}
+
+async function sequential(impls) {
+  for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await smallJson(f)
+  return rounds(impls, async (f) => {
+    const t0 = performance.now()
+    for (let i = 0; i < cfg.n; i++) await smallJson(f)
+    return ((performance.now() - t0) * 1000) / cfg.n // µs per request
+  })
+}
+
+async function concurrent(impls) {
+  const batch = async (f, total) => {
+    let next = 0
+    const worker = async () => {
+      while (next < total) {
+        next++
+        await smallJson(f)
+      }
+    }
+    await Promise.all(Array.from({ length: cfg.concurrency }, worker))
+  }
+  for (const f of Object.values(impls)) await batch(f, cfg.concurrency * 2)
+  return rounds(impls, async (f) => {
+    const t0 = performance.now()
+    await batch(f, cfg.n)
+    return performance.now() - t0 // ms for the batch
+  })
+}
+
+async function firstChunk(impls) {
+  const one = async (f) => {
+    const t0 = performance.now()
+    const res = await f(cfg.url, chatInit(true))
+    const reader = res.body.getReader()
+    const first = await reader.read()
+    const t = performance.now() - t0
+    if (first.done) throw new Error('empty stream')
+    while (!(await reader.read()).done);
+    return t
+  }
+  for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await one(f)
+  return rounds(impls, async (f) => {
+    const ts = []
+    for (let i = 0; i < cfg.n; i++) ts.push(await one(f))
+    return median(ts) * 1000 // µs to the first chunk
+  })
+}
+
+/** One big streamed answer in a fresh process: throughput and how far RSS rose above where it started. */
+async function bigBody(impls) {
+  const [name] = Object.keys(impls)
+  const f = impls[name]
+  await smallJson(f) // module loaded, connection pool warm
+  globalThis.gc?.()
+  const rss0 = process.memoryUsage().rss
+  let peak = rss0
+  let bytes = 0
+  let chunks = 0
+  const t0 = performance.now()
+  const res = await f(cfg.url, chatInit(true))
+  const reader = res.body.getReader()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    bytes += value.byteLength
+    if ((++chunks & 15) === 0) peak = Math.max(peak, process.memoryUsage().rss)
+  }
+  const ms = performance.now() - t0
+  peak = Math.max(peak, process.memoryUsage().rss)
+  return { [name]: [{ mbps: bytes / 1e6 / (ms / 1000), rssGrowthMB: (peak - rss0) / 1048576, bytes, chunks }] }
+}
+
+/** The same refresh as many times: ours (lock + file + HTTP) against a bare HTTP refresh with fetch. */
+async function refresh() {
+  const api = require(cfg.apiPath)
+  const opts = { qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING }
+  let bareToken = cfg.bareRefreshToken
+  const bare = async () => {
+    const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: bareToken, client_id: cfg.clientId })
+    const res = await fetch(`${cfg.oauthBaseUrl}/api/v1/oauth2/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body,
+    })
+    const j = await res.json()
+    if (!j.access_token) throw new Error(`bare refresh failed: HTTP ${res.status}`)
+    bareToken = j.refresh_token ?? bareToken
+  }
+  const ours = async () => {
+    const c = await api.getValidCredentials(opts, { force: true })
+    if (!c.accessToken) throw new Error('no token')
+  }
+  const impls = { baseline: bare, ours }
+  for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await f()
+  return rounds(impls, async (f) => {
+    const t0 = performance.now()
+    for (let i = 0; i < cfg.n; i++) await f()
+    return ((performance.now() - t0) * 1000) / cfg.n
+  })
+}
+
+/** Multi-process scenarios: load, say "ready", wait for "go", run, print statuses. */
+async function whenGo() {
+  out({ ready: true })
+  await new Promise((resolve) => {
+    let buf = ''
+    process.stdin.on('data', (d) => {
+      buf += d
+      if (buf.includes('go\n')) resolve()
+    })
+  })
+  process.stdin.pause()
+}
+
+async function burst() {
+  const api = require(cfg.apiPath)
+  const client = api.createClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING })
+  await whenGo()
+  const statuses = await Promise.all(
+    Array.from({ length: cfg.n }, async () => {
+      const res = await client.fetch(cfg.url, chatInit(false))
+      await res.arrayBuffer()
+      return res.status
+    }),
+  )
+  return { statuses }
+}
+
+async function paced() {
+  const api = require(cfg.apiPath)
+  const client = api.createClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...cfg.options, debug: true })
+  await whenGo()
+  const statuses = []
+  for (let i = 0; i < cfg.n; i++) {
+    const res = await client.fetch(cfg.url, chatInit(false))
+    await res.arrayBuffer()
+    statuses.push(res.status)
+  }
+  return { statuses }
+}
+
+const scenarios = { sequential, concurrent, firstChunk, bigBody, refresh, burst, paced }
+try {
+  const fn = scenarios[cfg.scenario]
+  const needsImpls = ['sequential', 'concurrent', 'firstChunk', 'bigBody'].includes(cfg.scenario)
+  out({ result: await fn(needsImpls ? await loadImpls() : undefined) })
+  process.exit(0)
+} catch (err) {
+  process.stderr.write(`bench client ${cfg.scenario}: ${err?.stack ?? err}\n`)
+  process.exit(1)
+}
