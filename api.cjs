@@ -203,5 +203,8 @@ module.exports = {
   apiBaseUrl: (resourceUrl) => binding.apiBaseUrl(resourceUrl ?? undefined),
   userAgent: (cliVersion) => binding.userAgent(cliVersion ?? undefined),
   providerConfig: (userBlock) => binding.providerConfig(userBlock ?? undefined),
+  apiKeyEndpoints: () => binding.apiKeyEndpoints(),
+  checkApiKey: (key, endpoint) => binding.checkApiKey(String(key ?? ''), String(endpoint ?? '')),
+  defaultApiKeyEndpoint: (key) => binding.defaultApiKeyEndpoint(String(key ?? '')),
   liftError,
 }

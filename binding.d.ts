@@ -55,6 +55,20 @@ export declare class QwenClient {
 /** `https://<resource_url>/v1` as the CLI derives it. */
 export declare function apiBaseUrl(resourceUrl?: string | undefined | null): string
 
+/** One choice of the API-key login's endpoint prompt. */
+export interface ApiKeyEndpoint {
+  label: string
+  /** The endpoint's base URL (what is stored in the login's metadata). */
+  value: string
+  hint: string
+}
+
+/** The endpoints an API key can be used with (Coding Plan China / international, DashScope Beijing / Singapore). */
+export declare function apiKeyEndpoints(): Array<ApiKeyEndpoint>
+
+/** null when the key's shape fits the endpoint, else a message saying what is wrong (never the key). */
+export declare function checkApiKey(key: string, endpoint: string): string | null
+
 /** Credentials as saved in `oauth_creds.json`, plus the API base derived from `resource_url`. */
 export interface CredentialsInfo {
   accessToken: string
@@ -65,6 +79,9 @@ export interface CredentialsInfo {
   expiryDate: number
   apiBaseUrl: string
 }
+
+/** The endpoint for a stored key whose login names none: the China endpoint of the key's plan. */
+export declare function defaultApiKeyEndpoint(key: string): string
 
 /** Credentials with a valid access token, refreshed (once per machine) when needed. */
 export declare function getValidCredentials(options?: QwenOptions | undefined | null, forceRefresh?: boolean | undefined | null): Promise<CredentialsInfo>

@@ -1,6 +1,7 @@
 #![deny(clippy::all)]
 //! napi bindings only: a thin typed surface over the modules below. No logic lives here.
 
+pub mod api_key;
 pub mod config;
 pub mod credentials;
 pub mod device_flow;
@@ -172,6 +173,36 @@ pub fn user_agent(cli_version: Option<String>) -> String {
 #[napi]
 pub fn provider_config(user_block: Option<serde_json::Value>) -> serde_json::Value {
     models::provider_config(user_block.as_ref())
+}
+
+/// One choice of the API-key login's endpoint prompt.
+#[napi(object)]
+pub struct ApiKeyEndpoint {
+    pub label: String,
+    /// The endpoint's base URL (what is stored in the login's metadata).
+    pub value: String,
+    pub hint: String,
+}
+
+/// The endpoints an API key can be used with (Coding Plan China / international, DashScope Beijing / Singapore).
+#[napi]
+pub fn api_key_endpoints() -> Vec<ApiKeyEndpoint> {
+    api_key::ENDPOINTS
+        .iter()
+        .map(|e| ApiKeyEndpoint { label: e.label.into(), value: e.url.into(), hint: e.hint.into() })
+        .collect()
+}
+
+/// null when the key's shape fits the endpoint, else a message saying what is wrong (never the key).
+#[napi]
+pub fn check_api_key(key: String, endpoint: String) -> Option<String> {
+    api_key::check_key(&key, &endpoint)
+}
+
+/// The endpoint for a stored key whose login names none: the China endpoint of the key's plan.
+#[napi]
+pub fn default_api_key_endpoint(key: String) -> String {
+    api_key::default_endpoint(&key).to_string()
 }
 
 /// A configured client: one per plugin instance; `request()` per fetch.

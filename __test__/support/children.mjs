@@ -8,7 +8,12 @@ const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'child-tok
 
 /** Start `child-token.mjs <args…>` with `env` added; line-oriented stdout, stderr collected. */
 export function spawnChild(args, env = {}) {
-  const proc = spawn(process.execPath, [CHILD, ...args], {
+  return spawnScript(CHILD, args, env)
+}
+
+/** The same for any script (path), run by this runtime (node or bun). */
+export function spawnScript(script, args = [], env = {}) {
+  const proc = spawn(process.execPath, [script, ...args], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   })

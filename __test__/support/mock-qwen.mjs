@@ -42,6 +42,8 @@
 //   mock.enqueueToken({ status, headers, body, delayMs })  next /api/v1/oauth2/token request gets this answer
 //                                         (whatever its grant), e.g. 500, 2xx with {error}, non-JSON
 //   mock.enqueueDeviceCode({ status, headers, body, delayMs })  same for the next /api/v1/oauth2/device/code
+//   mock.openConnections()                TCP connections open right now (a killed client's connection counts
+//                                         until its close has been seen, i.e. after all its data was handled)
 //   mock.reset()                          config back to the start values, scripted queues, requests, disconnect
 //                                         log and counters emptied; issued tokens stay as they are
 //   await mock.close()                    closes every connection (rejects pending waitFor* calls)
@@ -609,6 +611,12 @@ export async function startMockQwen(opts = {}) {
 
   // ─── lifecycle ────────────────────────────────────────────────────────────────────────────────
   server.keepAliveTimeout = 5_000
+  const sockets = new Set()
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  mock.openConnections = () => sockets.size
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port ?? 0, '127.0.0.1', () => {

@@ -3,6 +3,7 @@
 //! streamed body. Every wait and the body itself end at once when the request's `CancellationToken` fires.
 
 pub mod headers;
+pub mod model_alias;
 pub mod pacing;
 pub mod retry;
 pub mod trust;
@@ -76,6 +77,7 @@ impl Pipeline {
         }
         // Before any token is fetched or sent: refuse hosts we would not give it to.
         trust::check(&req.url, &self.settings)?;
+        let body = self.key_path_body(&req)?;
         let endpoint = strip_query(&req.url);
         let method = parse_method(&req.method)?;
         let url = reqwest::Url::parse(&req.url).map_err(|e| Error::invalid_arg("request URL", e.to_string()))?;
@@ -95,7 +97,7 @@ impl Pipeline {
             debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", paced.as_millis());
 
             let mut builder = http::client().request(method.clone(), url.clone()).headers(headers);
-            if let Some(body) = &req.body {
+            if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }
             let sent = tokio::select! {
@@ -128,6 +130,25 @@ impl Pipeline {
                 refreshed = true;
                 refused = Some(token);
                 continue;
+            }
+
+            // API keys: a 401 is final (there is nothing to refresh); a 405 from the Coding Plan is its
+            // "coding agents only" gate. Both become errors that say what to do.
+            if matches!(self.auth, Auth::ApiKey(_)) && status == 401 {
+                drop(resp);
+                return Err(Error::KeyRefused { endpoint, status });
+            }
+            if matches!(self.auth, Auth::ApiKey(_)) && status == 405 {
+                let head = Head::of(&resp);
+                let (prefix, rest) = match read_prefix(resp, &endpoint, &cancel).await {
+                    Ok(read) => read,
+                    Err(Error::Aborted) => return Err(Error::Aborted),
+                    Err(_) => (Bytes::new(), None),
+                };
+                if crate::api_key::is_coding_agents_only(&prefix) {
+                    return Err(Error::KeyNotAllowed { endpoint });
+                }
+                return Ok(head.with_body(prefix, rest, cancel));
             }
 
             if status == 429 {
@@ -165,6 +186,32 @@ impl Pipeline {
             let head = Head::of(&resp);
             let stream = resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e)));
             return Ok(head.into_response(Box::pin(stream), cancel));
+        }
+    }
+
+    /// The body to send. With an API key: first refuse a key whose shape cannot fit the endpoint (before
+    /// pacing or sending anything), then map the OAuth model ids onto the plan's default model.
+    fn key_path_body(&self, req: &Request) -> Result<Option<Bytes>> {
+        let Auth::ApiKey(key) = &self.auth else { return Ok(req.body.clone()) };
+        if let Some(reason) = crate::api_key::check_key(key, &req.url) {
+            return Err(Error::KeyInvalid { reason });
+        }
+        let Some(body) = &req.body else { return Ok(None) };
+        let json = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-type"))
+            .is_none_or(|(_, v)| v.to_ascii_lowercase().contains("json"));
+        if !json {
+            return Ok(Some(body.clone()));
+        }
+        let plan = crate::api_key::plan_for(&req.url, key);
+        match model_alias::rewrite(body, plan) {
+            Some(rewritten) => {
+                debug_log!("{} key: OAuth model id mapped to the plan's default model", plan.name());
+                Ok(Some(rewritten))
+            }
+            None => Ok(Some(body.clone())),
         }
     }
 
