@@ -56,6 +56,9 @@ export interface QwenError extends Error {
     | 'E_ABORTED'
     | 'E_INVALID_ARG'
     | 'E_IO'
+    | 'E_KEY_REFUSED'
+    | 'E_KEY_NOT_ALLOWED'
+    | 'E_KEY_INVALID'
 }
 
 export interface LoginSession {
@@ -87,3 +90,17 @@ export function userAgent(cliVersion?: string): string
 /** The `qwen-code` provider block for OpenCode's config, with `userBlock` merged over it key by key. */
 export function providerConfig(userBlock?: Record<string, unknown>): Record<string, unknown>
 export function liftError(err: unknown): unknown
+
+/** An endpoint an API key can be used with, as the login's endpoint prompt lists it. */
+export interface ApiKeyEndpoint {
+  label: string
+  /** Base URL, e.g. `https://coding.dashscope.aliyuncs.com/v1`. */
+  value: string
+  hint: string
+}
+/** Coding Plan China / international, DashScope Beijing / Singapore. */
+export function apiKeyEndpoints(): ApiKeyEndpoint[]
+/** null when the key's shape fits the endpoint (Coding Plan: `sk-sp-…`, DashScope: `sk-…`), else what to do. */
+export function checkApiKey(key: string, endpoint: string): string | null
+/** The China endpoint of the key's plan, for a stored key whose login names no endpoint. */
+export function defaultApiKeyEndpoint(key: string): string

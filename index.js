@@ -10,8 +10,9 @@ const require = createRequire(import.meta.url)
 const api = require('./api.cjs')
 
 const PROVIDER_ID = 'qwen-code'
-// OpenCode's own placeholder for OAuth providers: the real token is set per request by our fetch.
+// OpenCode's own placeholder for OAuth providers: the real token (or key) is set per request by our fetch.
 const PLACEHOLDER_API_KEY = 'opencode-oauth-dummy-key'
+const API_KEY_LABEL = 'Qwen API key (Coding Plan / DashScope)'
 
 /** @type {import('@opencode-ai/plugin').Plugin} */
 export const QwenCodePlugin = async (input, pluginOptions) => {
@@ -22,6 +23,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
     }
   }
   await adoptQwenCliLogin(input, options, debug)
+  const notify = createNotifier(input, debug)
 
   return {
     config: async (cfg) => {
@@ -33,6 +35,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
       provider: PROVIDER_ID,
       loader: async (getAuth, provider) => {
         const auth = await getAuth()
+        if (auth?.type === 'api') return apiKeyLoader(auth, provider, options, notify, debug)
         if (!auth || auth.type !== 'oauth') return {}
         const client = api.createClient(options)
         const creds = currentOrNull(client, debug)
@@ -62,7 +65,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
             const c = userBaseURL ? null : currentOrNull(client, debug)
             const target = c ? rebase(String(url instanceof Request ? url.url : url), loaderBaseURL, c.apiBaseUrl) : url
             try {
-              return await client.fetch(target, init)
+              return await notify.watch(client.fetch(target, init))
             } finally {
               await mirror()
             }
@@ -96,9 +99,107 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
             }
           },
         },
+        {
+          // OpenCode asks for the key itself (its own masked "API key" field, in the TUI and in `opencode auth
+          // login`) and stores it with the prompt answers as metadata: {type:'api', key, metadata:{endpoint}}.
+          // A key prompt of ours would ask twice and copy the key into the metadata, so the key's shape is
+          // checked where the key is used: before the first request, naming the endpoint (E_KEY_INVALID).
+          type: 'api',
+          label: API_KEY_LABEL,
+          prompts: [
+            {
+              type: 'select',
+              key: 'endpoint',
+              message: 'Endpoint of your key (Coding Plan keys start with sk-sp-, DashScope keys with sk-)',
+              options: api.apiKeyEndpoints(),
+            },
+          ],
+        },
       ],
     },
   }
+}
+
+/**
+ * The loader for a stored API key: requests go to the endpoint chosen at login (a `baseURL` the user wrote
+ * in the provider's options wins) through the same Rust pipeline, which sets the key per request.
+ */
+function apiKeyLoader(auth, provider, options, notify, debug) {
+  const key = String(auth.key ?? '').trim()
+  const endpoint = String(
+    provider?.options?.baseURL || auth.metadata?.endpoint || api.defaultApiKeyEndpoint(key),
+  ).replace(/\/+$/, '')
+  const problem = api.checkApiKey(key, endpoint)
+  if (problem) debug(`the stored API key does not fit ${endpoint}; requests will fail with E_KEY_INVALID`)
+  const client = api.createClient(options, { apiKey: key })
+  debug(`API key login: requests go to ${endpoint}`)
+  return {
+    apiKey: PLACEHOLDER_API_KEY,
+    baseURL: endpoint,
+    fetch: (url, init) => notify.watch(client.fetch(url, init), { keyPath: true }),
+  }
+}
+
+/** Errors worth telling the user about outside the failing request: each says what to do next. */
+const TOAST_CODES = new Set([
+  'E_TOKEN_REFUSED',
+  'E_QUOTA_EXHAUSTED',
+  'E_REFRESH_REJECTED',
+  'E_NETWORK',
+  'E_KEY_REFUSED',
+  'E_KEY_NOT_ALLOWED',
+  'E_KEY_INVALID',
+  'E_UNTRUSTED_HOST',
+])
+
+/**
+ * Service errors as OpenCode toasts, once per kind per session (this process), best effort: a host
+ * without toasts, or a toast that fails, never affects the request. The error itself is always thrown.
+ */
+function createNotifier(input, debug) {
+  const shown = new Set()
+  const toast = (kind, variant, message) => {
+    if (shown.has(kind)) return
+    shown.add(kind)
+    const show = input?.client?.tui?.showToast
+    if (typeof show !== 'function') return
+    // Not awaited: the request's outcome must not wait for the UI.
+    withTimeout(
+      Promise.resolve().then(() => show.call(input.client.tui, { body: { title: 'Qwen Code', message, variant, duration: 15_000 } })),
+      5000,
+    ).catch((err) => debug(`could not show a toast: ${err?.message ?? err}`))
+  }
+  return {
+    /** Resolves like `response`; errors and 429s are reported on the way. */
+    async watch(response, { keyPath = false } = {}) {
+      let res
+      try {
+        res = await response
+      } catch (err) {
+        if (TOAST_CODES.has(err?.code)) toast(err.code, 'error', err.message)
+        throw err
+      }
+      if (res.status === 429) {
+        toast('RATE_LIMITED', 'warning', rateLimitMessage(res.headers, keyPath))
+      }
+      return res
+    },
+  }
+}
+
+/** Our pipeline already waited and retried; the 429 that still comes back says how long the server wants. */
+function rateLimitMessage(headers, keyPath) {
+  let seconds
+  const ms = Number(headers.get('retry-after-ms'))
+  const after = headers.get('retry-after')
+  if (headers.get('retry-after-ms') && Number.isFinite(ms) && ms >= 0) seconds = ms / 1000
+  else if (after && Number.isFinite(Number(after))) seconds = Number(after)
+  else if (after && !Number.isNaN(Date.parse(after))) seconds = Math.max(0, (Date.parse(after) - Date.now()) / 1000)
+  const wait = seconds === undefined ? 'about a minute' : `${Math.ceil(seconds)} s`
+  const next = keyPath
+    ? 'space requests out with the plugin option minIntervalMs, or check the limits of your plan in the Model Studio console.'
+    : `space requests out with the plugin option minIntervalMs, or use an API key: \`opencode auth login\` → Qwen Code → ${API_KEY_LABEL}.`
+  return `Qwen is rate limiting requests (429), still after our retries. Wait ${wait}, then send the message again. If it keeps happening, ${next}`
 }
 
 export default QwenCodePlugin

@@ -108,7 +108,7 @@ test('OAuth: sends the Qwen Code CLI headers and the token, strips OpenCode head
   assert.equal(rec.json.model, 'coder-model')
 })
 
-test('API key: the key is the bearer, cliVersion is honoured, no OAuth auth type', async () => {
+test('API key: the key is the bearer, cliVersion is honoured, auth type openai', async () => {
   const { mock, client, url } = await setup({ apiKey: API_KEY, options: { cliVersion: '9.8.7' } })
   const res = await client.fetch(url, chatInit({ headers: { accept: 'application/json, text/event-stream' } }))
   assert.equal(res.status, 200)
@@ -116,7 +116,7 @@ test('API key: the key is the bearer, cliVersion is honoured, no OAuth auth type
   const [rec] = chatRequests(mock)
   assert.ok(rec.headers.authorization === `Bearer ${API_KEY}`, 'Authorization carries the API key')
   assert.equal(rec.headers['user-agent'], expectedUA('9.8.7'))
-  assert.equal(rec.headers['x-dashscope-authtype'], undefined)
+  assert.equal(rec.headers['x-dashscope-authtype'], 'openai')
   assert.equal(rec.headers.accept, 'application/json, text/event-stream', "the caller's Accept is kept")
   assert.equal(mock.refreshGrants, 0)
 })
@@ -232,12 +232,11 @@ test('401, then 429, then 200: the refresh happens once, the rate-limit retry re
   assert.ok(recs[1].headers.authorization === recs[2].headers.authorization, 'same refreshed token on both retries')
 })
 
-test('API key: a 401 is handed back as is, without refresh or retry', async () => {
+test('API key: a 401 fails with E_KEY_REFUSED, without refresh or retry', async () => {
   const { mock, client, url } = await setup({ apiKey: API_KEY })
   mock.enqueue401()
-  const res = await client.fetch(url, chatInit())
-  assert.equal(res.status, 401)
-  await res.json()
+  const err = await client.fetch(url, chatInit()).then(() => null, (e) => e)
+  assert.equal(err?.code, 'E_KEY_REFUSED')
   assert.equal(mock.refreshGrants, 0)
   assert.equal(chatRequests(mock).length, 1)
 })

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::api_key::LOGIN_CHOICE;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,12 @@ pub enum Error {
     InvalidArg { what: String, detail: String },
     /// Other file-system failures (pacing state file and the like).
     Io { path: PathBuf, detail: String },
+    /// API-key path: the endpoint answered 401 to the key (wrong plan or region, revoked key).
+    KeyRefused { endpoint: String, status: u16 },
+    /// API-key path: the Coding Plan answered 405 "only available for Coding Agents".
+    KeyNotAllowed { endpoint: String },
+    /// API-key path: the key's shape does not fit the endpoint (checked before anything is sent).
+    KeyInvalid { reason: String },
 }
 
 impl Error {
@@ -69,6 +77,9 @@ impl Error {
             Error::Aborted => "E_ABORTED",
             Error::InvalidArg { .. } => "E_INVALID_ARG",
             Error::Io { .. } => "E_IO",
+            Error::KeyRefused { .. } => "E_KEY_REFUSED",
+            Error::KeyNotAllowed { .. } => "E_KEY_NOT_ALLOWED",
+            Error::KeyInvalid { .. } => "E_KEY_INVALID",
         }
     }
 
@@ -167,20 +178,20 @@ impl fmt::Display for Error {
             ),
             Error::RefreshRejected { path } => write!(
                 f,
-                "Qwen refused to refresh the login (the refresh token is expired or revoked). Log in again with `opencode auth login` (choose \"Qwen Code\"); {} was kept.",
+                "Qwen refused to refresh the login (the refresh token is expired or revoked); {} was kept. Log in again with `opencode auth login` → Qwen Code → Qwen Code (qwen.ai OAuth), or, as Qwen discontinued the free OAuth tier on 2026-04-15, switch to an API key: {LOGIN_CHOICE}.",
                 path.display()
             ),
             Error::TokenRefused { endpoint, status } => write!(
                 f,
-                "Qwen refused the OAuth token ({status}) at {endpoint} even right after a fresh refresh. Qwen discontinued the free OAuth tier on 2026-04-15, so this login no longer works: run `opencode auth login`, choose \"Qwen Code\" and then \"Qwen API key (Coding Plan / DashScope)\"."
+                "Qwen refused the OAuth token ({status}) at {endpoint} even right after a fresh refresh. Qwen discontinued the free OAuth tier on 2026-04-15, so this login no longer works: switch to an Alibaba Cloud Coding Plan or DashScope API key with {LOGIN_CHOICE}."
             ),
             Error::QuotaExhausted { endpoint } => write!(
                 f,
-                "Your daily free Qwen quota is used up ({endpoint} answered 429 \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key (`opencode auth login`, \"Qwen Code\", \"Qwen API key\") or another provider."
+                "Your daily free Qwen quota is used up ({endpoint} answered 429 \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key ({LOGIN_CHOICE}) or another provider."
             ),
             Error::Network { endpoint, detail } => write!(
                 f,
-                "Network error talking to {endpoint}: {detail}. Check your connection or proxy and try again."
+                "Network error talking to {endpoint}: {detail}. Check your connection, VPN or proxy settings (HTTPS_PROXY), then send the message again."
             ),
             Error::BadResponse { endpoint, detail } => write!(
                 f,
@@ -196,6 +207,20 @@ impl fmt::Display for Error {
                 f,
                 "File error at {} ({detail}). Check the directory's permissions and free space.",
                 path.display()
+            ),
+            Error::KeyRefused { endpoint, status } => write!(
+                f,
+                "Qwen API key refused ({status}): key refused for this endpoint, {}. A key works only with the plan and region it was made for: Coding Plan keys (sk-sp-…) with Coding Plan China or international, DashScope keys (sk-…) with DashScope Beijing or Singapore, and a China key is refused by an international endpoint (and the other way round). Run {LOGIN_CHOICE} and pick the endpoint your key belongs to, or create a key for this endpoint in the Model Studio console.",
+                crate::api_key::endpoint_name(endpoint)
+            ),
+            Error::KeyNotAllowed { endpoint } => write!(
+                f,
+                "{} answered 405 \"Coding Plan is currently only available for Coding Agents\": the Coding Plan serves only the coding tools Alibaba recognises, by their User-Agent. This plugin identifies as the Qwen Code CLI (QwenCode/<version>); if you set the `cliVersion` option or QWEN_CLI_VERSION, remove it so the current version is sent. If it persists, use a DashScope pay-as-you-go key instead: {LOGIN_CHOICE} → DashScope Beijing or Singapore.",
+                crate::api_key::endpoint_name(endpoint)
+            ),
+            Error::KeyInvalid { reason } => write!(
+                f,
+                "{reason} Run {LOGIN_CHOICE} to save a key and an endpoint that match."
             ),
         }
     }
@@ -219,6 +244,44 @@ mod tests {
     fn napi_error_carries_code_prefix() {
         let e: napi::Error = Error::OAuthDenied.into();
         assert!(e.reason.starts_with("[E_OAUTH_DENIED] "), "{}", e.reason);
+    }
+
+    #[test]
+    fn service_errors_name_the_api_key_login_choice() {
+        let choice = "`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)";
+        let errors = [
+            Error::TokenRefused { endpoint: "https://portal.qwen.ai/v1/chat/completions".into(), status: 401 },
+            Error::QuotaExhausted { endpoint: "https://portal.qwen.ai/v1/chat/completions".into() },
+            Error::RefreshRejected { path: PathBuf::from("/home/u/.qwen/oauth_creds.json") },
+            Error::KeyRefused { endpoint: "https://coding.dashscope.aliyuncs.com/v1/chat/completions".into(), status: 401 },
+            Error::KeyNotAllowed { endpoint: "https://coding.dashscope.aliyuncs.com/v1/chat/completions".into() },
+            Error::KeyInvalid { reason: "Invalid API key.".into() },
+        ];
+        for e in errors {
+            assert!(e.to_string().contains(choice), "{}: {e}", e.code());
+        }
+        let refresh = Error::RefreshRejected { path: PathBuf::from("/x/oauth_creds.json") }.to_string();
+        assert!(refresh.contains("Log in again") && refresh.contains("Qwen Code (qwen.ai OAuth)"), "{refresh}");
+        assert!(Error::TokenRefused { endpoint: "e".into(), status: 401 }.to_string().contains("2026-04-15"));
+        let quota = Error::QuotaExhausted { endpoint: "e".into() }.to_string();
+        assert!(quota.contains("00:00 Beijing time"), "{quota}");
+        let net = Error::Network { endpoint: "https://x/v1".into(), detail: "could not connect".into() }.to_string();
+        assert!(net.contains("send the message again"), "{net}");
+    }
+
+    #[test]
+    fn key_errors_explain_the_mismatch_and_name_the_endpoint() {
+        let e = Error::KeyRefused { endpoint: "https://coding-intl.dashscope.aliyuncs.com/v1/chat/completions".into(), status: 401 };
+        assert_eq!(e.code(), "E_KEY_REFUSED");
+        let m = e.to_string();
+        assert!(m.contains("key refused for this endpoint"), "{m}");
+        assert!(m.contains("Coding Plan international (https://coding-intl.dashscope.aliyuncs.com/v1)"), "{m}");
+        assert!(m.contains("region"), "{m}");
+        let e = Error::KeyNotAllowed { endpoint: "https://coding.dashscope.aliyuncs.com/v1/chat/completions".into() };
+        assert_eq!(e.code(), "E_KEY_NOT_ALLOWED");
+        let m = e.to_string();
+        assert!(m.contains("405") && m.contains("only available for Coding Agents") && m.contains("DashScope"), "{m}");
+        assert_eq!(Error::KeyInvalid { reason: "r.".into() }.code(), "E_KEY_INVALID");
     }
 
     #[test]

@@ -28,6 +28,18 @@ pub enum AuthKind {
     ApiKey,
 }
 
+impl AuthKind {
+    /// The CLI's `AuthType` enum value it sends as `X-DashScope-AuthType` (`auth-type.ts`): `qwen-oauth` for
+    /// the OAuth login; `openai` for API keys, since the CLI's Coding Plan and DashScope presets are
+    /// `protocol: "openai"` and all four key endpoints get its DashScope provider (and so these headers).
+    pub fn header_value(self) -> &'static str {
+        match self {
+            AuthKind::OAuth => "qwen-oauth",
+            AuthKind::ApiKey => "openai",
+        }
+    }
+}
+
 /// `QwenCode/<version> (<platform>; <arch>)` with Node's names for the real OS and CPU.
 pub fn user_agent(cli_version: &str) -> String {
     format!("QwenCode/{} ({}; {})", cli_version, node_platform(), node_arch())
@@ -66,9 +78,7 @@ pub fn build(incoming: &[(String, String)], token: &str, kind: AuthKind, cli_ver
     out.push(("User-Agent".into(), ua.clone()));
     out.push(("X-DashScope-CacheControl".into(), "enable".into()));
     out.push(("X-DashScope-UserAgent".into(), ua));
-    if kind == AuthKind::OAuth {
-        out.push(("X-DashScope-AuthType".into(), "qwen-oauth".into()));
-    }
+    out.push(("X-DashScope-AuthType".into(), kind.header_value().into()));
     out
 }
 
@@ -127,11 +137,22 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_callers_accept_and_omits_auth_type_for_keys() {
+    fn keeps_the_callers_accept() {
         let h = build(&pairs(&[("accept", "text/event-stream")]), "key", AuthKind::ApiKey, "1.0.0");
         assert_eq!(get(&h, "accept"), vec!["text/event-stream"]);
-        assert!(get(&h, "x-dashscope-authtype").is_empty());
-        assert_eq!(get(&h, "authorization"), vec!["Bearer key"]);
-        assert!(get(&h, "user-agent")[0].starts_with("QwenCode/1.0.0 ("));
+    }
+
+    #[test]
+    fn api_keys_get_the_cli_headers_of_its_openai_auth_type() {
+        // What the CLI's DashScope provider sends for a Coding Plan / DashScope key: same UA pair and cache
+        // control as OAuth, auth type "openai", the key as the bearer.
+        let incoming = pairs(&[("Authorization", "Bearer opencode-oauth-dummy-key"), ("X-DashScope-AuthType", "qwen-oauth")]);
+        let h = build(&incoming, "sk-sp-key", AuthKind::ApiKey, "0.24.4");
+        assert_eq!(get(&h, "authorization"), vec!["Bearer sk-sp-key"]);
+        assert_eq!(get(&h, "x-dashscope-authtype"), vec!["openai"]);
+        assert_eq!(get(&h, "user-agent"), vec![user_agent("0.24.4").as_str()]);
+        assert_eq!(get(&h, "x-dashscope-useragent"), vec![user_agent("0.24.4").as_str()]);
+        assert_eq!(get(&h, "x-dashscope-cachecontrol"), vec!["enable"]);
+        assert_eq!(get(&h, "accept"), vec!["application/json"]);
     }
 }
