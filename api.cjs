@@ -138,6 +138,18 @@ async function bodyBytes(body) {
   return Buffer.from(await new Response(body).arrayBuffer())
 }
 
+/** A body that is already here; like fetch's, it errors instead if the request is aborted before it is read. */
+function abortableBody(bytes, signal) {
+  return new ReadableStream({
+    type: 'bytes',
+    pull(controller) {
+      if (signal.aborted) return controller.error(abortError(signal))
+      if (bytes.byteLength > 0) controller.enqueue(bytes)
+      controller.close()
+    },
+  })
+}
+
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304])
 
 /**
@@ -176,7 +188,12 @@ function createClient(options, { apiKey } = {}) {
       if (signal?.aborted) throw abortError(signal)
       throw liftError(err)
     }
-    const responseBody = NULL_BODY_STATUS.has(nres.status) || method === 'HEAD' ? null : nres.body()
+    let responseBody = null
+    if (!NULL_BODY_STATUS.has(nres.status) && method !== 'HEAD') {
+      // A small answer usually arrives with its headers and comes over whole: no native stream to pull from.
+      const whole = nres.takeCompleteBody()
+      responseBody = whole === null ? nres.body() : signal ? abortableBody(whole, signal) : whole
+    }
     const response = new Response(responseBody, {
       status: nres.status,
       statusText: nres.statusText,

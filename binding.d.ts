@@ -22,6 +22,11 @@ export declare class LoginSession {
 }
 
 export declare class NativeResponse {
+  /**
+   * The whole body when it arrived together with the headers (`body()` is then empty), else null; once.
+   * Copied into a JS-owned buffer: small, and the engine's GC sees its size.
+   */
+  takeCompleteBody(): Uint8Array | null
   get status(): number
   get statusText(): string
   get headers(): Array<Array<string>>

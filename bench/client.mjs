@@ -40,6 +40,8 @@ async function loadImpls() {
 const chatInit = (stream) => ({
   method: 'POST',
   headers: { 'content-type': 'application/json', authorization: `Bearer ${cfg.token}` },
+  // As OpenCode's AI SDK calls do: every request carries a signal.
+  signal: new AbortController().signal,
   body: JSON.stringify({ model: 'coder-model', stream, messages: [{ role: 'user', content: 'hi' }] }),
 })
 

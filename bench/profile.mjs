@@ -55,6 +55,9 @@ const stages = {
   },
   'api fetch + text() (api key)': async () => (await keyed.fetch(url, init)).text(),
   'api fetch + text() (OAuth)': async () => (await oauth.fetch(url, init)).text(),
+  'fetch + text(), with a signal': async () => (await fetch(url, { ...init, signal: new AbortController().signal })).text(),
+  'api fetch + text() (OAuth, with a signal)': async () =>
+    (await oauth.fetch(url, { ...init, signal: new AbortController().signal })).text(),
 }
 
 const N = Number(process.env.N ?? 300)

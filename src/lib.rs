@@ -294,6 +294,7 @@ impl PendingRequest {
             headers: r.headers.into_iter().map(|(k, v)| vec![k, v]).collect(),
             url: r.url,
             body: Mutex::new(Some(r.body)),
+            complete_body: Mutex::new(r.complete_body),
         })
     }
 
@@ -311,10 +312,23 @@ pub struct NativeResponse {
     headers: Vec<Vec<String>>,
     url: String,
     body: Mutex<Option<BodyStream>>,
+    complete_body: Mutex<Option<bytes::Bytes>>,
 }
 
 #[napi]
 impl NativeResponse {
+    /// The whole body when it arrived together with the headers (`body()` is then empty), else null; once.
+    /// Copied into a JS-owned buffer: small, and the engine's GC sees its size.
+    #[napi(ts_return_type = "Uint8Array | null")]
+    pub fn take_complete_body<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
+        let body = self
+            .complete_body
+            .lock()
+            .map_err(|_| Error::new(Status::GenericFailure, "body state poisoned"))?
+            .take();
+        body.map(|b| BufferSlice::copy_from(env, &b)).transpose()
+    }
+
     #[napi(getter)]
     pub fn status(&self) -> u16 {
         self.status

@@ -51,6 +51,9 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     pub url: String,
     pub body: BodyStream,
+    /// The whole body, when it had already arrived together with the headers (small answers usually do);
+    /// `body` is then empty. Lets the caller hand headers and body over in one go instead of streaming.
+    pub complete_body: Option<Bytes>,
 }
 
 pub struct Pipeline {
@@ -81,6 +84,8 @@ impl Pipeline {
         let endpoint = strip_query(&req.url);
         let method = parse_method(&req.method)?;
         let url = reqwest::Url::parse(&req.url).map_err(|e| Error::invalid_arg("request URL", e.to_string()))?;
+        // Built on first use (rustls roots take ms): before the pacing wait, not between a slot and the send.
+        let client = http::client();
         let max_retries = self.settings.max_retries;
         let max_wait = Duration::from_millis(self.settings.max_wait_ms);
 
@@ -96,7 +101,7 @@ impl Pipeline {
             let headers = header_map(headers::build(&req.headers, &token, kind, &self.settings.cli_version))?;
             debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", paced.as_millis());
 
-            let mut builder = http::client().request(method.clone(), url.clone()).headers(headers);
+            let mut builder = client.request(method.clone(), url.clone()).headers(headers);
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }
@@ -184,8 +189,14 @@ impl Pipeline {
 
             // From here on the body belongs to the caller: no replay whatever happens to it.
             let head = Head::of(&resp);
-            let stream = resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e)));
-            return Ok(head.into_response(Box::pin(stream), cancel));
+            let mut stream: BodyStream =
+                Box::pin(resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e))));
+            let (ready, complete) = take_ready(&mut stream);
+            if complete {
+                return Ok(head.complete(ready));
+            }
+            let body: BodyStream = Box::pin(futures_util::stream::iter(ready).chain(stream));
+            return Ok(head.into_response(body, cancel));
         }
     }
 
@@ -279,6 +290,30 @@ impl Head {
             headers: self.headers,
             url: self.url,
             body: abortable(body, cancel),
+            complete_body: None,
+        }
+    }
+
+    /// A response whose body is all here already: no body task, no channel.
+    fn complete(self, chunks: Vec<Result<Bytes>>) -> Response {
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.into_iter().next().and_then(|c| c.ok()).unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::new();
+                for c in chunks.into_iter().flatten() {
+                    all.extend_from_slice(&c);
+                }
+                all.freeze()
+            }
+        };
+        Response {
+            status: self.status,
+            status_text: self.status_text,
+            headers: self.headers,
+            url: self.url,
+            body: Box::pin(futures_util::stream::empty()),
+            complete_body: Some(body),
         }
     }
 
@@ -291,6 +326,35 @@ impl Head {
             None => Box::pin(first),
         };
         self.into_response(body, cancel)
+    }
+}
+
+/// At most this much of a body is taken at the headers without waiting (see `take_ready`).
+const READY_LIMIT: usize = 256 * 1024;
+
+/// The chunks of a body that have already arrived, without waiting for more, and whether that was all of it
+/// (only then are they free of errors). A small answer usually comes in the same read as its headers;
+/// handing it over whole saves the caller a round trip per chunk and the end-of-stream.
+fn take_ready(stream: &mut BodyStream) -> (Vec<Result<Bytes>>, bool) {
+    use futures_util::FutureExt;
+    let mut ready = Vec::new();
+    let mut total = 0;
+    loop {
+        match stream.next().now_or_never() {
+            Some(Some(Ok(chunk))) => {
+                total += chunk.len();
+                ready.push(Ok(chunk));
+                if total >= READY_LIMIT {
+                    return (ready, false);
+                }
+            }
+            Some(Some(Err(e))) => {
+                ready.push(Err(e));
+                return (ready, false);
+            }
+            Some(None) => return (ready, true),
+            None => return (ready, false),
+        }
     }
 }
 
@@ -473,6 +537,21 @@ mod tests {
         assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
         drop(body);
         until_dropped(&dropped).await;
+    }
+
+    #[test]
+    fn take_ready_takes_a_body_that_is_all_here_and_stops_at_the_first_wait() {
+        let all: BodyStream =
+            Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a")), Ok(Bytes::from_static(b"b"))]));
+        let mut all = all;
+        let (ready, complete) = take_ready(&mut all);
+        assert!(complete);
+        assert_eq!(ready.len(), 2);
+
+        let (mut hanging, _) = hanging_upstream();
+        let (ready, complete) = take_ready(&mut hanging);
+        assert!(!complete, "a body still waiting for data is not complete");
+        assert_eq!(ready.len(), 1);
     }
 
     #[tokio::test]
