@@ -90,7 +90,8 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
               callback: async () => {
                 try {
                   const c = await session.wait()
-                  return { type: 'success', ...toOpenCodeAuth(c) }
+                  // `type` must stay 'success' (toOpenCodeAuth's own type 'oauth' would overwrite it and fail the login).
+                  return { ...toOpenCodeAuth(c), type: 'success' }
                 } catch (err) {
                   console.error(`Qwen login failed: ${err?.message ?? err}`)
                   return { type: 'failed' }

@@ -5,16 +5,29 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import { startMockQwen } from './support/mock-qwen.mjs'
-import { createOpenCodeEnv, PROVIDER_ID } from './support/opencode-env.mjs'
+import { createOpenCodeEnv, freePort, PROVIDER_ID } from './support/opencode-env.mjs'
 
 const CHAT = '/v1/chat/completions'
 const TOKEN = '/api/v1/oauth2/token'
 const DEVICE_KEY_ORDER = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
 const TEST_TIMEOUT = 90_000
 
-/** A mock whose resource_url is an http URL, so the API base derived from it stays on plain-HTTP loopback. */
+/**
+ * A mock whose resource_url is an http URL, so the API base derived from it stays on plain-HTTP loopback.
+ * Its port never contains 429/500/502/503/504/524: OpenCode retries any error whose message contains one
+ * of those, and our error messages name the endpoint (a real endpoint has no port).
+ */
 async function startMock(config = {}) {
-  const mock = await startMockQwen({ config })
+  let mock
+  for (let attempt = 0; !mock; attempt++) {
+    const port = await freePort()
+    if (/429|50[0234]|524/.test(String(port))) continue
+    try {
+      mock = await startMockQwen({ port, config })
+    } catch (err) {
+      if (err.code !== 'EADDRINUSE' || attempt > 5) throw err
+    }
+  }
   if (config.resourceUrl === undefined) mock.config.resourceUrl = mock.url
   return mock
 }
@@ -104,7 +117,7 @@ test('login through OpenCode’s own auth flow (serve API), then opencode run an
     const page = await fetch(auth.url, { signal: AbortSignal.timeout(5000) })
     assert.equal(page.status, 200)
     const cb = await pending
-    assert.equal(cb.status, 200, cb.text)
+    assert.equal(cb.status, 200, `${cb.text}\n--- opencode serve stderr\n${srv.output().stderr.slice(-3000)}`)
     assert.equal(cb.json, true)
     assert.equal(mock.deviceGrants, 1)
 

@@ -187,7 +187,8 @@ impl fmt::Display for Error {
             ),
             Error::QuotaExhausted { endpoint } => write!(
                 f,
-                "Your daily free Qwen quota is used up ({endpoint} answered 429 \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key ({LOGIN_CHOICE}) or another provider."
+                // No "429" in the text: OpenCode retries any error whose message contains 429/500/rate limit/….
+                "Your daily free Qwen quota is used up ({endpoint} answered \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key ({LOGIN_CHOICE}) or another provider."
             ),
             Error::Network { endpoint, detail } => write!(
                 f,
