@@ -8,6 +8,8 @@
 //   const oc = await createOpenCodeEnv({
 //     oauthBaseUrl: mock.url,        // plugin option (the mock Qwen server)
 //     pluginOptions: { ... },        // merged over the test defaults (no pacing: minIntervalMs/jitter 0)
+//     defaultPacing: true,           // keep the plugin's default pacing instead
+//     projectConfigDir: true,        // also create <project>/.opencode (pre-seeded like every config dir)
 //     env: { ... },                  // extra env vars for every OpenCode process
 //     qwenCreds: {...},              // seed $QWEN_HOME/oauth_creds.json (object, written 0600)
 //     openCodeAuth: {...},           // seed OpenCode's auth.json (object keyed by provider id)
@@ -135,10 +137,8 @@ export async function createOpenCodeEnv(opts = {}) {
 
   const pluginOptions = {
     ...(opts.oauthBaseUrl ? { oauthBaseUrl: opts.oauthBaseUrl } : {}),
-    // Tests measure protocol waits (Retry-After), not our pacing: switch pacing off unless asked for.
-    minIntervalMs: 0,
-    jitterMinMs: 0,
-    jitterMaxMs: 0,
+    // Tests measure protocol waits (Retry-After), not our pacing: pacing off unless `defaultPacing`.
+    ...(opts.defaultPacing ? {} : { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }),
     ...(opts.pluginOptions || {}),
   }
   // A package directory (package.json "exports" → index.js) as a file URL: verified to load offline.
