@@ -19,7 +19,10 @@
 //   await oc.run(prompt, { timeoutMs, args, onStdout }) → { code, signal, stdout, stderr, ms }
 //   await oc.exec(args, { timeoutMs }) → same, any opencode subcommand (e.g. ['models'])
 //   const srv = await oc.serve({ timeoutMs })  → { url, providerAuthMethods(), authorize(i, inputs?),
-//                                                callback(i, code?), providers(), request(), close() }
+//                                                callback(i, code?), providers(), request(), output(), close() }
+//       providerAuthMethods / authorize / providers resolve with the route's JSON (throw on non-200);
+//       callback blocks until the plugin's callback() settled and resolves with { status, json, text }
+//       (200 + true on success, 400 ProviderAuthOauthCallbackFailed otherwise).
 //   oc.authJson()   OpenCode's auth.json parsed, or null
 //   oc.qwenCreds()  { json, raw, keys, mode } of $QWEN_HOME/oauth_creds.json, or null
 //   oc.writeQwenCreds(obj) / oc.writeAuthJson(obj)
@@ -141,7 +144,8 @@ export async function createOpenCodeEnv(opts = {}) {
     ...(opts.defaultPacing ? {} : { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }),
     ...(opts.pluginOptions || {}),
   }
-  // A package directory (package.json "exports" → index.js) as a file URL: verified to load offline.
+  // The package directory (package.json "exports" → index.js) as a file URL. Verified offline with
+  // OpenCode 1.18.33: `file:///abs/dir` and the bare `/abs/dir` both load it and register the models.
   const pluginSpec = opts.pluginSpec ?? pathToFileURL(PACKAGE_DIR).href
   const config = {
     $schema: 'https://opencode.ai/config.json',
