@@ -101,8 +101,9 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
           },
         },
         {
-          // OpenCode asks for the key itself (its own masked "API key" field, in the TUI and in `opencode auth
-          // login`) and stores it with the prompt answers as metadata: {type:'api', key, metadata:{endpoint}}.
+          // OpenCode asks for the key itself after our prompts (its own key field: the TUI's /connect dialog,
+          // masked in `opencode auth login`) and stores it with the prompt answers as metadata:
+          // {type:'api', key, metadata:{endpoint}}; neither path hands the key to an api method's authorize().
           // A key prompt of ours would ask twice and copy the key into the metadata, so the key's shape is
           // checked where the key is used: before the first request, naming the endpoint (E_KEY_INVALID).
           type: 'api',
