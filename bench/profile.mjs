@@ -35,6 +35,9 @@ const native = new binding.QwenClient(opts, API_KEY)
 const pairs = [['content-type', 'application/json']]
 
 const stages = {
+  // One JS -> tokio -> JS crossing with no I/O: cached credentials (napi creates a promise + a
+  // threadsafe function per async call).
+  'native async call, no I/O (getValidCredentials)': () => binding.getValidCredentials(opts),
   'fetch + text()': async () => (await fetch(url, init)).text(),
   'native send only (api key)': async () => {
     const r = await native.request(url, 'POST', pairs, Buffer.from(body)).send()
