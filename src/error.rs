@@ -285,6 +285,32 @@ mod tests {
         assert_eq!(Error::KeyInvalid { reason: "r.".into() }.code(), "E_KEY_INVALID");
     }
 
+    /// OpenCode retries any error whose message contains one of these (read from its 1.18.33 binary); the
+    /// errors that mean "stop asking" must not, or OpenCode hammers the service again.
+    #[test]
+    fn fail_fast_messages_do_not_trigger_opencode_retries() {
+        const RETRY_TRIGGERS: [&str; 10] =
+            ["429", "500", "502", "503", "504", "524", "rate limit", "try again later", "unavailable", "exhausted"];
+        let endpoint = "https://portal.qwen.ai/v1/chat/completions".to_string();
+        let errors = [
+            Error::TokenRefused { endpoint: endpoint.clone(), status: 401 },
+            Error::QuotaExhausted { endpoint: endpoint.clone() },
+            Error::RefreshRejected { path: PathBuf::from("/home/u/.qwen/oauth_creds.json") },
+            Error::KeyRefused { endpoint: endpoint.clone(), status: 401 },
+            Error::KeyNotAllowed { endpoint: endpoint.clone() },
+            Error::KeyInvalid { reason: "Invalid API key.".into() },
+            Error::UntrustedHost { url: "https://evil.example/v1".into() },
+            Error::CredsMissing { path: PathBuf::from("/home/u/.qwen/oauth_creds.json") },
+            Error::CredsInvalid { path: PathBuf::from("/home/u/.qwen/oauth_creds.json"), reason: "bad JSON".into() },
+        ];
+        for e in errors {
+            let m = e.to_string().to_lowercase();
+            for t in RETRY_TRIGGERS {
+                assert!(!m.contains(t), "{} contains {t:?}: {m}", e.code());
+            }
+        }
+    }
+
     #[test]
     fn endpoint_query_is_dropped() {
         let e = Error::bad_response("https://x.test/a?b=c", "oops");
