@@ -70,6 +70,7 @@ const OPTION_KEYS = [
   'maxWaitMs',
   'debug',
   'trustedHosts',
+  'dailyLimit',
 ]
 
 /** Keep the known option keys with usable types; a wrong type is an error the user can act on. */
@@ -85,7 +86,7 @@ function normalizeOptions(options) {
     const v = options[key]
     if (v === undefined || v === null) continue
     const want =
-      key === 'debug' ? 'boolean' : key === 'trustedHosts' ? 'array' : /Ms$|Retries$/.test(key) ? 'number' : 'string'
+      key === 'debug' ? 'boolean' : key === 'trustedHosts' ? 'array' : /Ms$|Retries$|Limit$/.test(key) ? 'number' : 'string'
     const ok = want === 'array' ? Array.isArray(v) && v.every((x) => typeof x === 'string') : typeof v === want
     if (!ok) {
       throw Object.assign(new Error(`Invalid option ${key}: expected ${want === 'array' ? 'an array of strings' : 'a ' + want}.`), {
@@ -152,6 +153,13 @@ function abortableBody(bytes, signal) {
 
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304])
 
+/** The native quota view with absent fields as null, as the typings say. */
+function quotaView(q) {
+  if (!q) return null
+  const last = q.last429
+  return { ...q, last429: last ? { ...last, retryAfterMs: last.retryAfterMs ?? null } : null }
+}
+
 /**
  * A configured client. `fetch` is a drop-in `fetch(url, init)`: the native pipeline adds the token and
  * Qwen Code headers, paces, retries and streams; `init.signal` cancels at any stage.
@@ -209,6 +217,8 @@ function createClient(options, { apiKey } = {}) {
     credentialsGeneration: () => native.credentialsGeneration(),
     /** The OAuth credentials in use, or null (API key, or logged out). */
     currentCredentials: () => call(() => native.currentCredentials()),
+    /** The quota view as of this process's latest request (no file access), or null before the first. */
+    quota: () => quotaView(native.quota()),
   }
 }
 
@@ -223,5 +233,11 @@ module.exports = {
   apiKeyEndpoints: () => binding.apiKeyEndpoints(),
   checkApiKey: (key, endpoint) => binding.checkApiKey(String(key ?? ''), String(endpoint ?? '')),
   defaultApiKeyEndpoint: (key) => binding.defaultApiKeyEndpoint(String(key ?? '')),
+  /** The machine-wide quota view from the pacing state file: { minute, today, dailyLimit, dayResetsAt, last429 }. */
+  quotaStatus: (options) => quotaView(call(() => binding.quotaStatus(normalizeOptions(options)))),
+  /** Where this configuration keeps its files: { qwenHome, credentials, lock, state }. */
+  qwenPaths: (options) => call(() => binding.qwenPaths(normalizeOptions(options))),
+  /** Logout of the shared login: deletes oauth_creds.json under its lock; resolves true when there was one. */
+  removeCredentials: (options) => callAsync(() => binding.removeCredentials(normalizeOptions(options))),
   liftError,
 }

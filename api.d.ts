@@ -21,6 +21,8 @@ export interface QwenOptions {
   debug?: boolean
   /** Extra hosts a token may be sent to (exact host, or `.suffix`). */
   trustedHosts?: string[]
+  /** Requests a day; the plugin warns (toast) at 80 % and 95 % of it (default 1000; env `QWEN_DAILY_LIMIT`; 0: no warnings). */
+  dailyLimit?: number
 }
 
 export interface Credentials {
@@ -82,7 +84,47 @@ export interface QwenClient {
   fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>
   credentialsGeneration(): number
   currentCredentials(): Credentials | null
+  /** The quota view as of this process's latest request (no file access); null before the first request. */
+  quota(): QuotaStatus | null
 }
+
+/**
+ * The local quota view: requests sent from this machine (all processes, OAuth and API key alike), counted in
+ * the pacing state file beside the credentials.
+ */
+export interface QuotaStatus {
+  /** Requests in the current calendar minute (hh:mm:00–hh:mm:59). */
+  minute: number
+  /** Requests since 00:00 Beijing time (Asia/Shanghai, UTC+8). */
+  today: number
+  dailyLimit: number
+  /** Next 00:00 Beijing time, epoch milliseconds. */
+  dayResetsAt: number
+  /** The last 429 answer, or null. */
+  last429: {
+    /** Epoch milliseconds. */
+    at: number
+    /** `quota`: the daily quota is used up; `rate_limit`: too many requests for now. */
+    reason: 'rate_limit' | 'quota'
+    /** The wait the server asked for, if it named one. */
+    retryAfterMs?: number | null
+  } | null
+}
+
+export interface QwenPaths {
+  qwenHome: string
+  /** `oauth_creds.json`, shared with the Qwen Code CLI. */
+  credentials: string
+  lock: string
+  /** Pacing and quota state file. */
+  state: string
+}
+
+/** The quota view from the state file (creates nothing). */
+export function quotaStatus(options?: QwenOptions): QuotaStatus
+export function qwenPaths(options?: QwenOptions): QwenPaths
+/** Deletes `oauth_creds.json` under its lock (this logs the Qwen Code CLI out too); true when there was a file. */
+export function removeCredentials(options?: QwenOptions): Promise<boolean>
 
 export function createClient(options?: QwenOptions, auth?: { apiKey?: string }): QwenClient
 export function apiBaseUrl(resourceUrl?: string | null): string

@@ -53,6 +53,8 @@ export declare class QwenClient {
   request(url: string, method: string, headers: Array<Array<string>>, body?: Buffer | undefined | null): PendingRequest
   /** Changes whenever the OAuth credentials in use change (refresh, reload, login); 0 for API keys. */
   credentialsGeneration(): number
+  /** The quota view as of this process's latest request (no file access); null before the first one. */
+  quota(): QuotaStatus | null
   /** The OAuth credentials currently in use (null for API keys or when logged out). */
   currentCredentials(): CredentialsInfo | null
 }
@@ -91,6 +93,16 @@ export declare function defaultApiKeyEndpoint(key: string): string
 /** Credentials with a valid access token, refreshed (once per machine) when needed. */
 export declare function getValidCredentials(options?: QwenOptions | undefined | null, forceRefresh?: boolean | undefined | null): Promise<CredentialsInfo>
 
+/** The last 429 the machine got. */
+export interface Last429Info {
+  /** Epoch milliseconds. */
+  at: number
+  /** `rate_limit` or `quota` (daily quota used up). */
+  reason: string
+  /** The wait the server asked for, if it named one. */
+  retryAfterMs?: number
+}
+
 /** The credentials in the file, validated; null when there is no file. */
 export declare function loadCredentials(options?: QwenOptions | undefined | null): CredentialsInfo | null
 
@@ -99,6 +111,21 @@ export declare function loadCredentials(options?: QwenOptions | undefined | null
  * (if any) merged over it key by key.
  */
 export declare function providerConfig(userBlock?: any | undefined | null): any
+
+/** The quota view from the machine-wide state file (nothing is created when there is none). */
+export declare function quotaStatus(options?: QwenOptions | undefined | null): QuotaStatus
+
+/** The local quota view: requests this machine sent, all processes together. */
+export interface QuotaStatus {
+  /** Requests in the current calendar minute. */
+  minute: number
+  /** Requests since 00:00 Beijing time (UTC+8). */
+  today: number
+  dailyLimit: number
+  /** Next 00:00 Beijing time, epoch milliseconds. */
+  dayResetsAt: number
+  last429?: Last429Info
+}
 
 /** Options shared by every entry point; every field falls back to its env var, then its default. */
 export interface QwenOptions {
@@ -118,7 +145,27 @@ export interface QwenOptions {
   debug?: boolean
   /** Extra hosts a token may be sent to. */
   trustedHosts?: Array<string>
+  /** Requests a day to warn about at 80 % and 95 % (env `QWEN_DAILY_LIMIT`, default 1000; 0: no warnings). */
+  dailyLimit?: number
 }
+
+export declare function qwenPaths(options?: QwenOptions | undefined | null): QwenPaths
+
+/** Where this configuration keeps its files. */
+export interface QwenPaths {
+  qwenHome: string
+  /** `oauth_creds.json`, shared with the Qwen Code CLI. */
+  credentials: string
+  lock: string
+  /** Pacing and quota state. */
+  state: string
+}
+
+/**
+ * Delete `oauth_creds.json` under the credentials lock (logs the Qwen Code CLI out too). Resolves true when
+ * there was a file.
+ */
+export declare function removeCredentials(options?: QwenOptions | undefined | null): Promise<boolean>
 
 /** Start a device login: asks chat.qwen.ai for a code; nothing is written until `wait()` succeeds. */
 export declare function startLogin(options?: QwenOptions | undefined | null): Promise<LoginSession>

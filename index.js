@@ -65,7 +65,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
             const c = userBaseURL ? null : currentOrNull(client, debug)
             const target = c ? rebase(String(url instanceof Request ? url.url : url), loaderBaseURL, c.apiBaseUrl) : url
             try {
-              return await notify.watch(client.fetch(target, init))
+              return await notify.watch(client.fetch(target, init), { client })
             } finally {
               await mirror()
             }
@@ -138,7 +138,7 @@ function apiKeyLoader(auth, provider, options, notify, debug) {
   return {
     apiKey: PLACEHOLDER_API_KEY,
     baseURL: endpoint,
-    fetch: (url, init) => notify.watch(client.fetch(url, init), { keyPath: true }),
+    fetch: (url, init) => notify.watch(client.fetch(url, init), { keyPath: true, client }),
   }
 }
 
@@ -171,15 +171,32 @@ function createNotifier(input, debug) {
       5000,
     ).catch((err) => debug(`could not show a toast: ${err?.message ?? err}`))
   }
+  /** 80 % and 95 % of the daily limit: once per threshold per Beijing day (this process). */
+  const checkQuota = (client) => {
+    let q
+    try {
+      q = client?.quota?.()
+    } catch {
+      return
+    }
+    if (!q || !(q.dailyLimit > 0)) return
+    const level = q.today >= q.dailyLimit * 0.95 ? 95 : q.today >= q.dailyLimit * 0.8 ? 80 : 0
+    if (!level) return
+    // Past 95 % at once: an 80 % warning afterwards would say less than the one shown.
+    if (level === 95) shown.add(`QUOTA_80_${q.dayResetsAt}`)
+    toast(`QUOTA_${level}_${q.dayResetsAt}`, level === 95 ? 'warning' : 'info', quotaMessage(q))
+  }
   return {
-    /** Resolves like `response`; errors and 429s are reported on the way. */
-    async watch(response, { keyPath = false } = {}) {
+    /** Resolves like `response`; errors and 429s are reported on the way, the daily count after each request. */
+    async watch(response, { keyPath = false, client } = {}) {
       let res
       try {
         res = await response
       } catch (err) {
         if (TOAST_CODES.has(err?.code)) toast(err.code, 'error', err.message)
         throw err
+      } finally {
+        checkQuota(client)
       }
       if (res.status === 429) {
         toast('RATE_LIMITED', 'warning', rateLimitMessage(res.headers, keyPath))
@@ -187,6 +204,15 @@ function createNotifier(input, debug) {
       return res
     },
   }
+}
+
+function quotaMessage(q) {
+  const pct = Math.floor((q.today / q.dailyLimit) * 100)
+  const reset = new Date(q.dayResetsAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+  return (
+    `${q.today} of ${q.dailyLimit} Qwen requests today from this machine (${pct} %). The count resets at 00:00 ` +
+    `Beijing time (${reset} here). See \`npx opencode-qwen-oauth status\`; the plugin option dailyLimit sets the limit.`
+  )
 }
 
 /** Our pipeline already waited and retried; the 429 that still comes back says how long the server wants. */

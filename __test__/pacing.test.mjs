@@ -114,7 +114,7 @@ test('a corrupt pacing state file is replaced and requests still go through', as
   assert.ok(b.hr - a.hr >= 50, 'the second request was paced')
 })
 
-test('pacing 0/0 disables it: no state file is ever written', async () => {
+test('pacing 0/0 disables it: no slot is ever reserved, the state file only counts the requests', async () => {
   const { mock, qwenHome, url } = await setup()
   fs.mkdirSync(qwenHome, { mode: 0o700 })
   const client = api.createClient({ qwenHome, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }, { apiKey: API_KEY })
@@ -126,5 +126,9 @@ test('pacing 0/0 disables it: no state file is ever written', async () => {
     await r.arrayBuffer()
   }
   assert.equal(mock.requestsTo(CHAT).length, 5)
-  assert.deepEqual(fs.readdirSync(qwenHome), [], 'no pacing state was created')
+  // The quota view (src/quota.rs) counts in the same file; pacing's own fields stay untouched.
+  const state = JSON.parse(fs.readFileSync(path.join(qwenHome, 'opencode_qwen_pacing.json'), 'utf8'))
+  assert.equal(state.next_start_ms, 0, 'no slot was reserved')
+  assert.equal(state.last_start_ms, 0, 'no start was confirmed')
+  assert.equal(state.quota.today, 5)
 })

@@ -23,6 +23,7 @@ pub struct RawOptions {
     pub max_wait_ms: Option<f64>,
     pub debug: Option<bool>,
     pub trusted_hosts: Option<Vec<String>>,
+    pub daily_limit: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,8 @@ pub struct Settings {
     pub debug: bool,
     /// Extra hosts (exact or `.suffix`) a token may be sent to, beyond qwen.ai / aliyuncs.com / loopback.
     pub trusted_hosts: Vec<String>,
+    /// Requests a day the quota view warns against (at 80 % and 95 %); 0 turns the warnings off.
+    pub daily_limit: u64,
 }
 
 /// Environment lookup, injectable so tests need not mutate the process environment.
@@ -116,6 +119,8 @@ impl Settings {
         }
         let max_retries = num(raw.max_retries, "QWEN_MAX_RETRIES", "maxRetries", 3)?.min(20) as u32;
         let max_wait_ms = num(raw.max_wait_ms, "QWEN_MAX_WAIT_MS", "maxWaitMs", 60_000)?;
+        let daily_limit =
+            num(raw.daily_limit, "QWEN_DAILY_LIMIT", "dailyLimit", crate::quota::DEFAULT_DAILY_LIMIT)?;
         let debug = raw.debug.unwrap_or_else(|| {
             env.var("QWEN_OAUTH_DEBUG").map(|v| v != "0" && v != "false").unwrap_or(false)
         });
@@ -134,6 +139,7 @@ impl Settings {
             max_wait_ms,
             debug,
             trusted_hosts,
+            daily_limit,
         })
     }
 
@@ -192,6 +198,7 @@ mod tests {
         let s = Settings::resolve_with(&RawOptions::default(), &MapEnv(HashMap::new())).unwrap();
         assert_eq!((s.min_interval_ms, s.jitter_min_ms, s.jitter_max_ms), (1000, 500, 1500));
         assert_eq!((s.max_retries, s.max_wait_ms), (3, 60_000));
+        assert_eq!(s.daily_limit, 1000);
         assert_eq!(s.oauth_base_url, "https://chat.qwen.ai");
         assert!(s.qwen_home.ends_with(".qwen"));
     }
@@ -202,10 +209,14 @@ mod tests {
             ("QWEN_HOME", "~/q"),
             ("HOME", "/h"),
             ("QWEN_PACING_INTERVAL_MS", "5"),
+            ("QWEN_DAILY_LIMIT", "2000"),
         ]));
         let s = Settings::resolve_with(&RawOptions { min_interval_ms: Some(7.0), ..Default::default() }, &env).unwrap();
         assert_eq!(s.qwen_home, PathBuf::from("/h/q"));
         assert_eq!(s.min_interval_ms, 7);
+        assert_eq!(s.daily_limit, 2000);
+        let s = Settings::resolve_with(&RawOptions { daily_limit: Some(10.0), ..Default::default() }, &env).unwrap();
+        assert_eq!(s.daily_limit, 10);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod models;
 pub mod oauth;
 pub mod pipeline;
 pub mod pkce;
+pub mod quota;
 pub mod token_manager;
 
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,8 @@ pub struct QwenOptions {
     pub debug: Option<bool>,
     /// Extra hosts a token may be sent to.
     pub trusted_hosts: Option<Vec<String>>,
+    /// Requests a day to warn about at 80 % and 95 % (env `QWEN_DAILY_LIMIT`, default 1000; 0: no warnings).
+    pub daily_limit: Option<f64>,
 }
 
 fn settings(options: Option<QwenOptions>) -> Result<Arc<Settings>> {
@@ -62,6 +65,7 @@ fn settings(options: Option<QwenOptions>) -> Result<Arc<Settings>> {
         max_wait_ms: o.max_wait_ms,
         debug: o.debug,
         trusted_hosts: o.trusted_hosts,
+        daily_limit: o.daily_limit,
     })?;
     log::set_enabled(s.debug);
     Ok(Arc::new(s))
@@ -205,6 +209,85 @@ pub fn default_api_key_endpoint(key: String) -> String {
     api_key::default_endpoint(&key).to_string()
 }
 
+/// The last 429 the machine got.
+#[napi(object)]
+pub struct Last429Info {
+    /// Epoch milliseconds.
+    pub at: f64,
+    /// `rate_limit` or `quota` (daily quota used up).
+    pub reason: String,
+    /// The wait the server asked for, if it named one.
+    pub retry_after_ms: Option<f64>,
+}
+
+/// The local quota view: requests this machine sent, all processes together.
+#[napi(object)]
+pub struct QuotaStatus {
+    /// Requests in the current calendar minute.
+    pub minute: u32,
+    /// Requests since 00:00 Beijing time (UTC+8).
+    pub today: u32,
+    pub daily_limit: f64,
+    /// Next 00:00 Beijing time, epoch milliseconds.
+    pub day_resets_at: f64,
+    #[napi(js_name = "last429")]
+    pub last_429: Option<Last429Info>,
+}
+
+impl From<quota::Status> for QuotaStatus {
+    fn from(s: quota::Status) -> Self {
+        QuotaStatus {
+            minute: s.minute,
+            today: s.today,
+            daily_limit: s.daily_limit as f64,
+            day_resets_at: s.day_resets_at_ms as f64,
+            last_429: s.last_429.map(|l| Last429Info {
+                at: l.at_ms as f64,
+                reason: l.reason.as_str().to_string(),
+                retry_after_ms: l.retry_after_ms.map(|ms| ms as f64),
+            }),
+        }
+    }
+}
+
+/// The quota view from the machine-wide state file (nothing is created when there is none).
+#[napi]
+pub fn quota_status(options: Option<QwenOptions>) -> Result<QuotaStatus> {
+    let s = settings(options)?;
+    Ok(quota::status(&s)?.into())
+}
+
+/// Where this configuration keeps its files.
+#[napi(object)]
+pub struct QwenPaths {
+    pub qwen_home: String,
+    /// `oauth_creds.json`, shared with the Qwen Code CLI.
+    pub credentials: String,
+    pub lock: String,
+    /// Pacing and quota state.
+    pub state: String,
+}
+
+#[napi]
+pub fn qwen_paths(options: Option<QwenOptions>) -> Result<QwenPaths> {
+    let s = settings(options)?;
+    let text = |p: std::path::PathBuf| p.display().to_string();
+    Ok(QwenPaths {
+        qwen_home: text(s.qwen_home.clone()),
+        credentials: text(s.creds_path()),
+        lock: text(s.lock_path()),
+        state: text(s.pacing_path()),
+    })
+}
+
+/// Delete `oauth_creds.json` under the credentials lock (logs the Qwen Code CLI out too). Resolves true when
+/// there was a file.
+#[napi]
+pub async fn remove_credentials(options: Option<QwenOptions>) -> Result<bool> {
+    let s = settings(options)?;
+    Ok(token_manager::for_settings(&s).remove_credentials().await?)
+}
+
 /// A configured client: one per plugin instance; `request()` per fetch.
 #[napi]
 pub struct QwenClient {
@@ -257,6 +340,12 @@ impl QwenClient {
     #[napi]
     pub fn credentials_generation(&self) -> u32 {
         self.tokens.as_ref().map(|t| t.generation()).unwrap_or(0)
+    }
+
+    /// The quota view as of this process's latest request (no file access); null before the first one.
+    #[napi]
+    pub fn quota(&self) -> Option<QuotaStatus> {
+        quota::latest(self.pipeline.settings()).map(Into::into)
     }
 
     /// The OAuth credentials currently in use (null for API keys or when logged out).

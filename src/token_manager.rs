@@ -343,6 +343,28 @@ impl TokenManager {
         self.shared.bump();
     }
 
+    /// Logout: delete `oauth_creds.json` under `oauth_creds.lock` (so a refresh running elsewhere cannot
+    /// save over the logout) and forget the cache. Ok(true) when there was a file.
+    pub async fn remove_credentials(&self) -> Result<bool> {
+        let path = self.shared.store.path();
+        if !self.shared.store.dir().is_dir() {
+            return Ok(false);
+        }
+        let _guard = lock::acquire(&self.settings.lock_path()).await?;
+        let existed = self.shared.store.stamp()?.is_some();
+        self.shared.store.remove()?;
+        let mut st = self.shared.state();
+        let had = st.creds.take().is_some();
+        st.stamp = None;
+        st.last_check = Some(Instant::now());
+        drop(st);
+        if had {
+            self.shared.bump();
+        }
+        debug_log!("logout: {} {}", path.display(), if existed { "removed" } else { "was not there" });
+        Ok(existed)
+    }
+
     /// Bumped whenever the credentials in use change (refresh, reload, login), so callers can mirror them.
     pub fn generation(&self) -> u32 {
         self.shared.generation.load(Ordering::SeqCst)

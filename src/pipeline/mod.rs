@@ -97,9 +97,9 @@ impl Pipeline {
         loop {
             attempt += 1;
             let (token, kind) = self.token(refused.take(), &cancel).await?;
-            let paced = pacing::wait_turn(&self.settings, &cancel).await?;
+            let turn = pacing::wait_turn(&self.settings, &cancel).await?;
             let headers = header_map(headers::build(&req.headers, &token, kind, &self.settings.cli_version))?;
-            debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", paced.as_millis());
+            debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", turn.waited.as_millis());
 
             let mut builder = client.request(method.clone(), url.clone()).headers(headers);
             if let Some(body) = &body {
@@ -109,6 +109,8 @@ impl Pipeline {
                 _ = cancel.cancelled() => return Err(Error::Aborted),
                 r = builder.send() => r,
             };
+            // With pacing off the request counts itself while it is on its way; done by now.
+            turn.counted().await;
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) if e.is_builder() => return Err(Error::invalid_arg("request", e.to_string())),
@@ -165,7 +167,10 @@ impl Pipeline {
                     // The 429 broke off mid-body: it is still a 429, just without a readable reason.
                     Err(_) => (Bytes::new(), None),
                 };
-                if retry::is_free_quota_exhausted(status, &prefix) {
+                let quota_hit = retry::is_free_quota_exhausted(status, &prefix);
+                let reason = if quota_hit { crate::quota::Reason::Quota } else { crate::quota::Reason::RateLimit };
+                crate::quota::record_429(&self.settings, reason, server_wait).await;
+                if quota_hit {
                     return Err(Error::QuotaExhausted { endpoint });
                 }
                 if retries >= max_retries {

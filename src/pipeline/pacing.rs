@@ -8,6 +8,10 @@
 //! 2. *confirm*, after sleeping until the slot: check the previous request's actual start plus its gap and
 //!    record ours. Sleeping can overshoot by a few ms; without this step a late wake-up followed by a
 //!    punctual one would put two starts closer than the gap.
+//!
+//! The same file (key `quota`) holds the local quota view's counters (`crate::quota`): a request is
+//! counted in the *confirm* step, under the same lock. With pacing off there is no waiting, but each
+//! request still counts itself in the file, while it goes out (see `Turn::counted`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::debug_log;
 use crate::error::{Error, Result};
+use crate::quota;
 
 /// How many queued gaps ahead of now a stored time may lie before we call it bogus (a clock that jumped
 /// back, a hand-edited file) and ignore it instead of stalling every request.
@@ -37,6 +42,9 @@ pub struct State {
     pub last_gap_ms: u64,
     #[serde(default = "version")]
     pub v: u32,
+    /// The quota view's counters; absent in files written before it existed.
+    #[serde(default)]
+    pub quota: quota::Counts,
 }
 
 fn version() -> u32 {
@@ -101,10 +109,36 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Wait for this process's turn. Returns how long it waited. No-op when pacing is disabled.
-pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Result<Duration> {
+/// A request's turn: how long it waited, and (pacing off) its count still being written.
+pub struct Turn {
+    pub waited: Duration,
+    counting: Option<(PathBuf, tokio::task::JoinHandle<Result<quota::Counts>>)>,
+}
+
+impl Turn {
+    /// Wait until this request is counted in the state file. With pacing on that happened before the turn
+    /// was given; with pacing off the file is written while the request goes out, so await this after
+    /// sending. A state file that cannot be written never fails the request.
+    pub async fn counted(self) {
+        let Some((path, task)) = self.counting else { return };
+        match task.await {
+            Ok(Ok(counts)) => quota::observe(&path, counts),
+            Ok(Err(e)) => debug_log!("quota: request not counted: {e}"),
+            Err(e) => debug_log!("quota: request not counted: {e}"),
+        }
+    }
+}
+
+/// Wait for this process's turn. Returns how long it waited. No waiting when pacing is disabled; the
+/// request is counted either way.
+pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Result<Turn> {
     if !settings.pacing_enabled() {
-        return Ok(Duration::ZERO);
+        let path = settings.pacing_path();
+        let p = path.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            with_state(&p, |state| Ok(state.quota.record_request(quota::now_ms())))
+        });
+        return Ok(Turn { waited: Duration::ZERO, counting: Some((path, task)) });
     }
     if cancel.is_cancelled() {
         return Err(Error::Aborted);
@@ -132,16 +166,17 @@ pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Resul
                     with_state(&p, |state| {
                         let now = now_ms();
                         state.sanitize(now, max_gap);
-                        Ok(state.confirm(now, gap).map(|()| now))
+                        Ok(state.confirm(now, gap).map(|()| (now, state.quota.record_request(quota::now_ms()))))
                     })
                 })
                 .await;
                 match outcome {
-                    Ok(Ok(started)) => {
+                    Ok(Ok((started, counts))) => {
                         let waited = began.elapsed();
+                        quota::observe(&path, counts);
                         // __test__/pacing.test.mjs reads this line to check gaps across processes.
                         debug_log!("pacing: start at {started} ms, waited {} ms, gap {gap} ms", waited.as_millis());
-                        return Ok(waited);
+                        return Ok(Turn { waited, counting: None });
                     }
                     Ok(Err(ms)) => Duration::from_millis(ms),
                     Err(e) => {
@@ -188,6 +223,19 @@ async fn blocking<T: Send + 'static>(
         _ = cancel.cancelled() => Err(Error::Aborted),
         joined = task => joined.map_err(|e| Error::Io { path: PathBuf::from("pacing"), detail: e.to_string() })?,
     }
+}
+
+/// The state file's content under a shared OS lock, without creating anything; None when there is no file.
+pub fn read_state(path: &Path) -> Result<Option<State>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, &e)),
+    };
+    file.lock_shared().map_err(|e| Error::io(path, &e))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| Error::io(path, &e))?;
+    Ok(Some(State::parse(&text)))
 }
 
 /// Open the state file, hold an exclusive OS lock on it, let `f` update the state, write it back.
@@ -289,7 +337,7 @@ mod tests {
 
     #[test]
     fn far_future_times_are_ignored() {
-        let mut s = State { next_start_ms: u64::MAX - 5, last_start_ms: 9_000_000, last_gap_ms: 10, v: 1 };
+        let mut s = State { next_start_ms: u64::MAX - 5, last_start_ms: 9_000_000, last_gap_ms: 10, ..State::default() };
         s.sanitize(1_000, 100);
         assert_eq!(s.reserve(1_000, 100), 1_000);
         assert_eq!(s.confirm(1_000, 100), Ok(()));
@@ -322,6 +370,31 @@ mod tests {
         with_state(&path, |s| Ok(s.reserve(8_000, 100))).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(serde_json::from_str::<State>(&text).is_ok(), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn quota_counts_share_the_file_and_old_files_without_them_still_parse() {
+        let dir = std::env::temp_dir().join(format!("qwen-pacing-quota-{}-{}", std::process::id(), now_ms()));
+        let path = dir.join("pacing.json");
+        assert_eq!(read_state(&path).unwrap(), None, "reading creates nothing");
+        assert!(!dir.exists());
+        std::fs::create_dir_all(&dir).unwrap();
+        // A file from before the quota view: pacing fields kept, counters start at zero.
+        std::fs::write(&path, r#"{"next_start_ms":5100,"last_start_ms":5000,"last_gap_ms":100,"v":1}"#).unwrap();
+        let t = 1_777_564_800_000; // 2026-05-01 00:00 Beijing time
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let p = path.clone();
+                std::thread::spawn(move || with_state(&p, |s| Ok(s.quota.record_request(t + i))).unwrap())
+            })
+            .collect();
+        let mut todays: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap().today).collect();
+        todays.sort();
+        assert_eq!(todays, (1..=8).collect::<Vec<_>>(), "every count under the lock, none lost");
+        let state = read_state(&path).unwrap().unwrap();
+        assert_eq!((state.next_start_ms, state.last_start_ms), (5100, 5000));
+        assert_eq!(state.quota.view(t + 10, 1000).today, 8);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

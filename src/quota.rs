@@ -1,0 +1,324 @@
+//! Local quota view: how many requests this machine sent this minute and today, and the last 429 with its
+//! reason. The counts live in the pacing state file (`pipeline::pacing`), updated under the same OS lock in
+//! the same critical section as the pacing slot, so every process of the user counts into one place; with
+//! pacing off the file is still updated per request, just without any waiting.
+//!
+//! - *This minute* is the calendar minute (hh:mm:00 to hh:mm:59), not a rolling window: one counter, no list
+//!   of timestamps in the file.
+//! - *Today* is the day in Asia/Shanghai (UTC+8 all year, no DST), so it resets at 00:00 Beijing time like
+//!   the service's daily quota.
+//!
+//! Everything that depends on time takes `now_ms` as a parameter; `now_ms()` is the one clock, which tests
+//! can start at a chosen instant with `QWEN_OAUTH_FAKE_NOW_MS` (see there).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::debug_log;
+use crate::error::Result;
+use crate::pipeline::pacing;
+
+pub const MINUTE_MS: u64 = 60_000;
+pub const DAY_MS: u64 = 86_400_000;
+/// Asia/Shanghai has been UTC+8 without daylight saving since 1991.
+pub const BEIJING_OFFSET_MS: u64 = 8 * 3_600_000;
+/// Default of `dailyLimit` / `QWEN_DAILY_LIMIT`: the free OAuth tier's 1,000 requests a day.
+pub const DEFAULT_DAILY_LIMIT: u64 = 1000;
+
+/// Why the server answered 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Too many requests for now; retrying later works.
+    RateLimit,
+    /// The daily quota is used up (`insufficient_quota` and the like).
+    Quota,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimit => "rate_limit",
+            Reason::Quota => "quota",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Last429 {
+    /// Epoch ms (quota clock).
+    pub at_ms: u64,
+    pub reason: Reason,
+    /// What the server asked for (`retry-after-ms` / `retry-after`), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The counters as stored in the state file (key `quota`). Each counter belongs to the minute / day that
+/// starts at its `*_start_ms`; a counter of another minute or day reads as 0 and restarts when counted into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    pub minute_start_ms: u64,
+    pub minute: u32,
+    pub day_start_ms: u64,
+    pub today: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_429: Option<Last429>,
+}
+
+/// Start of the calendar minute holding `now_ms`.
+pub fn minute_start(now_ms: u64) -> u64 {
+    now_ms - now_ms % MINUTE_MS
+}
+
+/// 00:00 Beijing time (epoch ms) of the Beijing day holding `now_ms`.
+pub fn beijing_day_start(now_ms: u64) -> u64 {
+    let local = now_ms + BEIJING_OFFSET_MS;
+    (local - local % DAY_MS).saturating_sub(BEIJING_OFFSET_MS)
+}
+
+/// The next 00:00 Beijing time after `now_ms`: when "today" resets.
+pub fn next_day_reset(now_ms: u64) -> u64 {
+    let local = now_ms + BEIJING_OFFSET_MS;
+    local - local % DAY_MS + DAY_MS - BEIJING_OFFSET_MS
+}
+
+impl Counts {
+    /// Count one request sent at `now_ms`; returns the counters after it.
+    pub fn record_request(&mut self, now_ms: u64) -> Counts {
+        let minute = minute_start(now_ms);
+        if self.minute_start_ms != minute {
+            self.minute_start_ms = minute;
+            self.minute = 0;
+        }
+        let day = beijing_day_start(now_ms);
+        if self.day_start_ms != day {
+            self.day_start_ms = day;
+            self.today = 0;
+        }
+        self.minute = self.minute.saturating_add(1);
+        self.today = self.today.saturating_add(1);
+        *self
+    }
+
+    pub fn record_429(&mut self, now_ms: u64, reason: Reason, retry_after_ms: Option<u64>) -> Counts {
+        self.last_429 = Some(Last429 { at_ms: now_ms, reason, retry_after_ms });
+        *self
+    }
+
+    /// The counters as they stand at `now_ms`.
+    pub fn view(&self, now_ms: u64, daily_limit: u64) -> Status {
+        Status {
+            minute: if self.minute_start_ms == minute_start(now_ms) { self.minute } else { 0 },
+            today: if self.day_start_ms == beijing_day_start(now_ms) { self.today } else { 0 },
+            daily_limit,
+            day_resets_at_ms: next_day_reset(now_ms),
+            last_429: self.last_429,
+        }
+    }
+
+    /// Whether `self` is at least as recent as `other` (for merging snapshots that arrive out of order).
+    fn newer_or_equal(&self, other: &Counts) -> bool {
+        (self.day_start_ms, self.today, self.minute_start_ms, self.minute)
+            >= (other.day_start_ms, other.today, other.minute_start_ms, other.minute)
+    }
+}
+
+/// What the quota view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub minute: u32,
+    pub today: u32,
+    pub daily_limit: u64,
+    /// Next 00:00 Beijing time, epoch ms.
+    pub day_resets_at_ms: u64,
+    pub last_429: Option<Last429>,
+}
+
+/// The quota clock. Tests set `QWEN_OAUTH_FAKE_NOW_MS` (epoch ms) when spawning a process: the clock then
+/// starts at that instant on its first use and runs at real speed, for the quota view only (tokens, pacing
+/// and retries keep the real clock). Read once per process: Bun does not pass later `process.env` changes
+/// to native code anyway. Not a user option.
+pub fn now_ms() -> u64 {
+    static FAKE: OnceLock<Option<(u64, Instant)>> = OnceLock::new();
+    let fake = FAKE.get_or_init(|| {
+        let start = std::env::var("QWEN_OAUTH_FAKE_NOW_MS").ok()?.trim().parse::<u64>().ok()?;
+        Some((start, Instant::now()))
+    });
+    match fake {
+        Some((start, since)) => start + since.elapsed().as_millis() as u64,
+        None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+    }
+}
+
+/// The quota view from the state file (read under a shared lock; a missing file is all zeros and is not
+/// created).
+pub fn status(settings: &Settings) -> Result<Status> {
+    let path = settings.pacing_path();
+    let counts = pacing::read_state(&path)?.map(|s| s.quota).unwrap_or_default();
+    observe(&path, counts);
+    Ok(counts.view(now_ms(), settings.daily_limit))
+}
+
+/// The newest counts this process has seen for the state file of `settings`, without touching the file
+/// (the plugin checks them after every request); None before the first request.
+pub fn latest(settings: &Settings) -> Option<Status> {
+    let map = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    let counts = map.as_ref()?.get(&settings.pacing_path())?;
+    Some(counts.view(now_ms(), settings.daily_limit))
+}
+
+static LATEST: Mutex<Option<HashMap<PathBuf, Counts>>> = Mutex::new(None);
+
+/// Remember counts just read or written. Concurrent requests may report out of order: keep the newer.
+pub fn observe(path: &Path, counts: Counts) {
+    let mut map = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    match map.get_mut(path) {
+        Some(seen) => {
+            let last_429 = match (seen.last_429, counts.last_429) {
+                (Some(a), Some(b)) => Some(if b.at_ms >= a.at_ms { b } else { a }),
+                (a, b) => b.or(a),
+            };
+            if counts.newer_or_equal(seen) {
+                *seen = counts;
+            }
+            seen.last_429 = last_429;
+        }
+        None => {
+            map.insert(path.to_path_buf(), counts);
+        }
+    }
+}
+
+/// Record a 429 in the state file. Best effort: the request's outcome never depends on it.
+pub async fn record_429(settings: &Settings, reason: Reason, retry_after: Option<Duration>) {
+    let path = settings.pacing_path();
+    let at = now_ms();
+    let retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
+    let p = path.clone();
+    let task = tokio::task::spawn_blocking(move || pacing::with_state(&p, |s| Ok(s.quota.record_429(at, reason, retry_after_ms))));
+    match task.await {
+        Ok(Ok(counts)) => observe(&path, counts),
+        Ok(Err(e)) => debug_log!("quota: could not record the 429: {e}"),
+        Err(e) => debug_log!("quota: could not record the 429: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Epoch ms of a Beijing wall-clock time (UTC+8).
+    fn beijing(y: i32, mo: u32, d: u32, h: u64, mi: u64, s: u64) -> u64 {
+        // Days from civil (Howard Hinnant's algorithm), to keep the test free of a date crate.
+        let (y, mo) = if mo <= 2 { (y - 1, mo + 12) } else { (y, mo) };
+        let era = y.div_euclid(400);
+        let yoe = (y - era * 400) as u64;
+        let doy = (153 * (mo as u64 - 3) + 2) / 5 + d as u64 - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = (era as i64 * 146_097 + doe as i64 - 719_468) as u64;
+        days * DAY_MS + ((h * 60 + mi) * 60 + s) * 1000 - BEIJING_OFFSET_MS
+    }
+
+    #[test]
+    fn the_civil_helper_is_right() {
+        // 2026-05-01 00:00 +08 = 2026-04-30T16:00:00Z = 1777564800000.
+        assert_eq!(beijing(2026, 5, 1, 0, 0, 0), 1_777_564_800_000);
+    }
+
+    #[test]
+    fn the_day_starts_at_beijing_midnight_which_is_16_utc() {
+        let before = beijing(2026, 5, 1, 23, 59, 30);
+        let after = beijing(2026, 5, 2, 0, 0, 30);
+        assert_eq!(beijing_day_start(before), beijing(2026, 5, 1, 0, 0, 0));
+        assert_eq!(beijing_day_start(after), beijing(2026, 5, 2, 0, 0, 0));
+        assert_eq!(next_day_reset(before), beijing(2026, 5, 2, 0, 0, 0));
+        assert_eq!(next_day_reset(after), beijing(2026, 5, 3, 0, 0, 0));
+        // Midnight itself belongs to the new day; the last millisecond before it to the old one.
+        let midnight = beijing(2026, 5, 2, 0, 0, 0);
+        assert_eq!(beijing_day_start(midnight), midnight);
+        assert_eq!(beijing_day_start(midnight - 1), midnight - DAY_MS);
+        assert_eq!(next_day_reset(midnight - 1), midnight);
+        assert_eq!(next_day_reset(midnight), midnight + DAY_MS);
+        // 15:59:59Z is still the Beijing day that began the previous 16:00Z.
+        assert_eq!((midnight - 1) % DAY_MS, 16 * 3_600_000 - 1);
+        // Times before the first Beijing midnight of the epoch do not underflow.
+        assert_eq!(beijing_day_start(0), 0);
+        assert_eq!(next_day_reset(0), 16 * 3_600_000);
+    }
+
+    #[test]
+    fn counts_reset_across_beijing_midnight_and_the_minute_is_the_calendar_minute() {
+        let mut c = Counts::default();
+        let t0 = beijing(2026, 5, 1, 23, 59, 30);
+        for i in 0..3 {
+            c.record_request(t0 + i * 100);
+        }
+        let v = c.view(t0 + 1_000, 1000);
+        assert_eq!((v.minute, v.today), (3, 3));
+        assert_eq!(v.day_resets_at_ms, beijing(2026, 5, 2, 0, 0, 0));
+
+        // 00:00:30: a new day and a new minute, though less than 60 s passed since the last request.
+        let t1 = beijing(2026, 5, 2, 0, 0, 30);
+        let v = c.view(t1, 1000);
+        assert_eq!((v.minute, v.today), (0, 0), "yesterday's requests are not shown as today's");
+        c.record_request(t1);
+        let after = c.record_request(t1 + 50);
+        assert_eq!((after.minute, after.today), (2, 2));
+        assert_eq!(after.day_start_ms, beijing(2026, 5, 2, 0, 0, 0));
+        assert_eq!(c.view(t1 + 100, 1000).day_resets_at_ms, beijing(2026, 5, 3, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_new_minute_of_the_same_day_keeps_today() {
+        let mut c = Counts::default();
+        let t = beijing(2026, 5, 1, 12, 0, 59);
+        c.record_request(t);
+        c.record_request(t + 1_000); // 12:01:00
+        let v = c.view(t + 1_001, 10);
+        assert_eq!((v.minute, v.today, v.daily_limit), (1, 2, 10));
+        // An hour later: nothing this minute, the day's count stays.
+        let v = c.view(t + 3_600_000, 10);
+        assert_eq!((v.minute, v.today), (0, 2));
+    }
+
+    #[test]
+    fn the_last_429_is_kept_across_days_and_serialises_with_its_reason() {
+        let mut c = Counts::default();
+        let t = beijing(2026, 5, 1, 10, 0, 0);
+        c.record_request(t);
+        c.record_429(t + 5, Reason::RateLimit, Some(30_000));
+        c.record_429(t + 9, Reason::Quota, None);
+        let v = c.view(t + DAY_MS, 1000);
+        assert_eq!(v.today, 0);
+        assert_eq!(v.last_429, Some(Last429 { at_ms: t + 9, reason: Reason::Quota, retry_after_ms: None }));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""reason":"quota""#), "{json}");
+        assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
+        // Missing or partial content reads as zeros.
+        assert_eq!(serde_json::from_str::<Counts>("{}").unwrap(), Counts::default());
+    }
+
+    #[test]
+    fn observe_keeps_the_newer_snapshot_when_reports_cross() {
+        let path = std::env::temp_dir().join(format!("quota-observe-{}-{}.json", std::process::id(), now_ms()));
+        let settings = Settings { qwen_home: path.clone(), ..Settings::resolve(&Default::default()).unwrap() };
+        let t = now_ms();
+        let mut c = Counts::default();
+        let first = c.record_request(t);
+        let second = c.record_request(t);
+        let with_429 = Counts { last_429: Some(Last429 { at_ms: t, reason: Reason::RateLimit, retry_after_ms: None }), ..first };
+        observe(&settings.pacing_path(), second);
+        observe(&settings.pacing_path(), with_429);
+        let seen = latest(&settings).unwrap();
+        assert_eq!(seen.today, 2, "the older count does not win");
+        assert_eq!(seen.last_429.map(|l| l.reason), Some(Reason::RateLimit), "but its 429 is kept");
+    }
+}
