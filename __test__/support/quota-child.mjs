@@ -1,0 +1,36 @@
+// Child process for quota.test.mjs: one client in its own process (so counts can only meet in the shared
+// state file), with the quota clock started by the parent through QWEN_OAUTH_FAKE_NOW_MS (read once per
+// process by the native core). argv[2]: JSON { url, apiKey, count, id, options, waitForGo }.
+// Prints "ready" once loaded; with waitForGo, sends its requests after "go" on stdin. Ends with one JSON line:
+// { id, statuses, before, after, seen } — the quota view (quotaStatus) before and after its requests, and the
+// view its client saw after its last request (client.quota()).
+import api from '../../api.cjs'
+
+const { url, apiKey, count, id, options, waitForGo } = JSON.parse(process.argv[2])
+const client = api.createClient(options, { apiKey })
+
+process.stdout.write('ready\n')
+if (waitForGo) {
+  await new Promise((resolve) => {
+    let buf = ''
+    process.stdin.on('data', (d) => {
+      buf += d
+      if (buf.includes('go\n')) resolve()
+    })
+  })
+  process.stdin.pause()
+}
+
+const before = api.quotaStatus(options)
+const statuses = []
+for (let i = 0; i < count; i++) {
+  const res = await client.fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-quota-child': String(id) },
+    body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: `child ${id} #${i}` }] }),
+  })
+  await res.arrayBuffer()
+  statuses.push(res.status)
+}
+const after = api.quotaStatus(options)
+process.stdout.write(JSON.stringify({ id, statuses, before, after, seen: client.quota() }) + '\n')
