@@ -70,6 +70,7 @@ const OPTION_KEYS = [
   'maxWaitMs',
   'debug',
   'trustedHosts',
+  'alignRequestBody',
   'dailyLimit',
 ]
 
@@ -86,7 +87,7 @@ function normalizeOptions(options) {
     const v = options[key]
     if (v === undefined || v === null) continue
     const want =
-      key === 'debug' ? 'boolean' : key === 'trustedHosts' ? 'array' : /Ms$|Retries$|Limit$/.test(key) ? 'number' : 'string'
+      key === 'debug' || key === 'alignRequestBody' ? 'boolean' : key === 'trustedHosts' ? 'array' : /Ms$|Retries$|Limit$/.test(key) ? 'number' : 'string'
     const ok = want === 'array' ? Array.isArray(v) && v.every((x) => typeof x === 'string') : typeof v === want
     if (!ok) {
       throw Object.assign(new Error(`Invalid option ${key}: expected ${want === 'array' ? 'an array of strings' : 'a ' + want}.`), {

@@ -21,6 +21,12 @@ export interface QwenOptions {
   debug?: boolean
   /** Extra hosts a token may be sent to (exact host, or `.suffix`). */
   trustedHosts?: string[]
+  /**
+   * Send chat-completions bodies the way the Qwen Code CLI does: `metadata` (sessionId, promptId), `cache_control`
+   * markers, `stream_options.include_usage`, `vl_high_resolution_images`, `preserve_thinking` (default true;
+   * env `QWEN_ALIGN_BODY=0` turns it off). Off: OpenCode's body goes out byte for byte.
+   */
+  alignRequestBody?: boolean
   /** Requests a day; the plugin warns (toast) at 80 % and 95 % of it (default 1000; env `QWEN_DAILY_LIMIT`; 0: no warnings). */
   dailyLimit?: number
 }

@@ -23,6 +23,7 @@ pub struct RawOptions {
     pub max_wait_ms: Option<f64>,
     pub debug: Option<bool>,
     pub trusted_hosts: Option<Vec<String>>,
+    pub align_request_body: Option<bool>,
     pub daily_limit: Option<f64>,
 }
 
@@ -45,6 +46,8 @@ pub struct Settings {
     pub debug: bool,
     /// Extra hosts (exact or `.suffix`) a token may be sent to, beyond qwen.ai / aliyuncs.com / loopback.
     pub trusted_hosts: Vec<String>,
+    /// Rewrite chat-completions bodies the way the Qwen Code CLI sends them (`pipeline::body`).
+    pub align_request_body: bool,
     /// Requests a day the quota view warns against (at 80 % and 95 %); 0 turns the warnings off.
     pub daily_limit: u64,
 }
@@ -124,6 +127,9 @@ impl Settings {
         let debug = raw.debug.unwrap_or_else(|| {
             env.var("QWEN_OAUTH_DEBUG").map(|v| v != "0" && v != "false").unwrap_or(false)
         });
+        let align_request_body = raw.align_request_body.unwrap_or_else(|| {
+            env.var("QWEN_ALIGN_BODY").map(|v| v != "0" && v != "false").unwrap_or(true)
+        });
         let mut trusted_hosts = raw.trusted_hosts.clone().unwrap_or_default();
         if let Some(extra) = env.var("QWEN_TRUSTED_HOSTS") {
             trusted_hosts.extend(extra.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
@@ -139,6 +145,7 @@ impl Settings {
             max_wait_ms,
             debug,
             trusted_hosts,
+            align_request_body,
             daily_limit,
         })
     }
@@ -230,5 +237,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("jitterMaxMs"));
+    }
+
+    #[test]
+    fn body_alignment_is_on_by_default_and_switches_off_by_option_or_env() {
+        let none = MapEnv(HashMap::new());
+        assert!(Settings::resolve_with(&RawOptions::default(), &none).unwrap().align_request_body);
+        let off = RawOptions { align_request_body: Some(false), ..Default::default() };
+        assert!(!Settings::resolve_with(&off, &none).unwrap().align_request_body);
+        for (v, on) in [("0", false), ("false", false), ("1", true)] {
+            let env = MapEnv(HashMap::from([("QWEN_ALIGN_BODY", v)]));
+            assert_eq!(Settings::resolve_with(&RawOptions::default(), &env).unwrap().align_request_body, on, "{v}");
+        }
+        // The option wins over the environment.
+        let env = MapEnv(HashMap::from([("QWEN_ALIGN_BODY", "0")]));
+        let on = RawOptions { align_request_body: Some(true), ..Default::default() };
+        assert!(Settings::resolve_with(&on, &env).unwrap().align_request_body);
     }
 }

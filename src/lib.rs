@@ -48,6 +48,8 @@ pub struct QwenOptions {
     pub debug: Option<bool>,
     /// Extra hosts a token may be sent to.
     pub trusted_hosts: Option<Vec<String>>,
+    /// Chat-completions bodies as the Qwen Code CLI sends them (default on; env `QWEN_ALIGN_BODY=0` turns it off).
+    pub align_request_body: Option<bool>,
     /// Requests a day to warn about at 80 % and 95 % (env `QWEN_DAILY_LIMIT`, default 1000; 0: no warnings).
     pub daily_limit: Option<f64>,
 }
@@ -65,6 +67,7 @@ fn settings(options: Option<QwenOptions>) -> Result<Arc<Settings>> {
         max_wait_ms: o.max_wait_ms,
         debug: o.debug,
         trusted_hosts: o.trusted_hosts,
+        align_request_body: o.align_request_body,
         daily_limit: o.daily_limit,
     })?;
     log::set_enabled(s.debug);

@@ -2,6 +2,7 @@
 //! 401/403 forced refresh + one retry, 429 Retry-After, 5xx/transport retries before the first byte →
 //! streamed body. Every wait and the body itself end at once when the request's `CancellationToken` fires.
 
+pub mod body;
 pub mod headers;
 pub mod model_alias;
 pub mod pacing;
@@ -59,11 +60,13 @@ pub struct Response {
 pub struct Pipeline {
     settings: Arc<Settings>,
     auth: Auth,
+    /// Session and prompt ids for CLI-aligned bodies.
+    sessions: body::Sessions,
 }
 
 impl Pipeline {
     pub fn new(settings: Arc<Settings>, auth: Auth) -> Self {
-        Pipeline { settings, auth }
+        Pipeline { settings, auth, sessions: body::Sessions::default() }
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -81,6 +84,8 @@ impl Pipeline {
         // Before any token is fetched or sent: refuse hosts we would not give it to.
         trust::check(&req.url, &self.settings)?;
         let body = self.key_path_body(&req)?;
+        // After the key path's model alias: the CLI's rules depend on the model that goes out.
+        let body = body::align(body, &req, &self.settings, &self.sessions);
         let endpoint = strip_query(&req.url);
         let method = parse_method(&req.method)?;
         let url = reqwest::Url::parse(&req.url).map_err(|e| Error::invalid_arg("request URL", e.to_string()))?;
