@@ -26,12 +26,13 @@ const ALLOWED = new Set([
   'index.d.ts',
   'api.cjs',
   'api.d.ts',
+  'cli.cjs',
   'binding.cjs',
   'binding.d.ts',
   'CHANGELOG.md',
   'LICENSE',
 ])
-const REQUIRED = ['package.json', 'index.js', 'index.d.ts', 'api.cjs', 'api.d.ts', 'binding.cjs', 'binding.d.ts', 'README.md', 'LICENSE', 'CHANGELOG.md']
+const REQUIRED = ['package.json', 'index.js', 'index.d.ts', 'api.cjs', 'api.d.ts', 'cli.cjs', 'binding.cjs', 'binding.d.ts', 'README.md', 'LICENSE', 'CHANGELOG.md']
 const isAllowed = (f) => ALLOWED.has(f) || /^README(\.[A-Za-z-]+)?\.md$/.test(f)
 
 const kB = (n) => `${(n / 1024).toFixed(1)} kB`
@@ -217,6 +218,22 @@ test('installed from the tarballs, the real OpenCode loads the plugin by name an
   const used = JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8'))
   assert.equal(used.version, PKG.version)
   assert.ok(oc.authJson()?.[PROVIDER_ID], 'the Qwen CLI login was adopted into OpenCode’s store')
+})
+
+test('installed from the tarballs, the companion command runs from node_modules/.bin', async () => {
+  const dir = path.join(work, 'bin-install')
+  fs.mkdirSync(dir)
+  await npm(['install', '--offline', '--ignore-scripts', mainPack.tarball, platformPack.tarball], { cwd: dir })
+  const bin = path.join(dir, 'node_modules', '.bin', process.platform === 'win32' ? 'opencode-qwen-oauth.cmd' : 'opencode-qwen-oauth')
+  const opts = { cwd: dir, shell: process.platform === 'win32' }
+  const version = await run(bin, ['--version'], opts)
+  assert.equal(version.stdout.trim(), PKG.version)
+  // No OpenCode here and nobody logged in: status still answers, from the installed native core.
+  const env = { ...process.env, XDG_DATA_HOME: path.join(dir, 'data'), QWEN_HOME: '' }
+  const qwenHome = path.join(dir, 'qwen-home')
+  const status = await run(bin, ['status', '--qwen-home', qwenHome], { ...opts, env })
+  assert.match(status.stdout, /Qwen OAuth login: not logged in/)
+  assert.match(status.stdout, /today {8}0 of 1000/)
 })
 
 test('without its platform package the main package fails with a message naming the platform', async () => {
