@@ -130,9 +130,10 @@ function abortError(signal) {
   return new DOMException('This operation was aborted', 'AbortError')
 }
 
+/** The request body as the native side takes it: a string as is (no extra copy in JS), else bytes. */
 async function bodyBytes(body) {
   if (body == null) return undefined
-  if (typeof body === 'string') return Buffer.from(body)
+  if (typeof body === 'string') return body
   if (Buffer.isBuffer(body)) return body
   if (body instanceof ArrayBuffer) return Buffer.from(body)
   if (ArrayBuffer.isView(body)) return Buffer.from(body.buffer, body.byteOffset, body.byteLength)
@@ -142,17 +143,25 @@ async function bodyBytes(body) {
 
 /** A body that is already here; like fetch's, it errors instead if the request is aborted before it is read. */
 function abortableBody(bytes, signal) {
-  return new ReadableStream({
-    type: 'bytes',
-    pull(controller) {
-      if (signal.aborted) return controller.error(abortError(signal))
-      if (bytes.byteLength > 0) controller.enqueue(bytes)
-      controller.close()
+  // A default stream (not 'bytes', which would detach the buffer), pulled only when read (highWaterMark 0).
+  return new ReadableStream(
+    {
+      pull(controller) {
+        if (signal.aborted) return controller.error(abortError(signal))
+        if (bytes.byteLength > 0) controller.enqueue(bytes)
+        controller.close()
+      },
     },
-  })
+    { highWaterMark: 0 },
+  )
 }
 
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304])
+const EMPTY = new Uint8Array(0)
+// Event kinds of QwenClient.setEventCallback (src/lib.rs).
+const HEAD = 0
+const CHUNK = 1
+const FAILED = 2
 
 /** The native quota view with absent fields as null, as the typings say. */
 function quotaView(q) {
@@ -167,6 +176,17 @@ function quotaView(q) {
  */
 function createClient(options, { apiKey } = {}) {
   const native = call(() => new binding.QwenClient(normalizeOptions(options), apiKey ?? undefined))
+  // Every request's events come through one native callback: id -> the handler of its next event. The callback
+  // holds this map only (not `native`), so a client nobody uses can still be collected.
+  const waiting = new Map()
+  native.setEventCallback((id, kind, a, b, c, d, e, f) => {
+    const handler = waiting.get(id)
+    if (handler === undefined) return
+    waiting.delete(id)
+    handler(kind, a, b, c, d, e, f)
+  })
+  // A streamed body dropped unread: end its request so the connection does not stay open until exit.
+  const unread = new FinalizationRegistry((id) => native.abort(id))
 
   async function fetch(input, init = {}) {
     const request = typeof Request !== 'undefined' && input instanceof Request ? input : null
@@ -184,31 +204,98 @@ function createClient(options, { apiKey } = {}) {
     const bytes = await bodyBytes(body)
     if (signal?.aborted) throw abortError(signal)
 
-    const pairs = []
-    headers.forEach((value, key) => pairs.push([key, value]))
-    const pending = native.request(url, method, pairs, bytes)
-    const onAbort = () => pending.abort()
-    signal?.addEventListener('abort', onAbort, { once: true })
-    let nres
+    const flat = []
+    headers.forEach((value, key) => flat.push(key, value))
+    const id = call(() => native.start(url, method, flat, bytes))
+    // The body's stream controller once there is one: an abort then errors the body.
+    let controller = null
+    let onAbort = null
+    const finish = () => {
+      if (onAbort) signal.removeEventListener('abort', onAbort)
+    }
+    let head
     try {
-      nres = await pending.send()
+      head = await new Promise((resolve, reject) => {
+        waiting.set(id, (kind, status, statusText, resUrl, flatHeaders, first, done) => {
+          if (kind === HEAD) resolve({ status, statusText, resUrl, flatHeaders, first, done })
+          else reject(liftError(new Error(status)))
+        })
+        if (signal) {
+          onAbort = () => {
+            waiting.delete(id)
+            native.abort(id)
+            const err = abortError(signal)
+            if (controller) controller.error(err)
+            reject(err)
+          }
+          signal.addEventListener('abort', onAbort, { once: true })
+        }
+      })
     } catch (err) {
-      signal?.removeEventListener('abort', onAbort)
-      if (signal?.aborted) throw abortError(signal)
-      throw liftError(err)
+      finish()
+      throw err
     }
+
     let responseBody = null
-    if (!NULL_BODY_STATUS.has(nres.status) && method !== 'HEAD') {
-      // A small answer usually arrives with its headers and comes over whole: no native stream to pull from.
-      const whole = nres.takeCompleteBody()
-      responseBody = whole === null ? nres.body() : signal ? abortableBody(whole, signal) : whole
+    if (NULL_BODY_STATUS.has(head.status) || method === 'HEAD') {
+      if (!head.done) native.abort(id)
+      finish()
+    } else if (head.done) {
+      // A small answer usually arrives with its headers: handed over whole, no stream to pull from.
+      finish()
+      const whole = head.first ?? EMPTY
+      responseBody = signal ? abortableBody(whole, signal) : whole
+    } else {
+      const end = () => {
+        finish()
+        unread.unregister(token)
+      }
+      const token = {}
+      responseBody = new ReadableStream(
+        {
+          start(c) {
+            controller = c
+            if (head.first) c.enqueue(head.first)
+          },
+          // One native read per pull; the native side reads one batch ahead, so it is usually there.
+          pull(c) {
+            return new Promise((resolve) => {
+              waiting.set(id, (kind, chunk, done) => {
+                if (kind === CHUNK) {
+                  if (chunk) c.enqueue(chunk)
+                  if (done) {
+                    c.close()
+                    end()
+                  }
+                } else {
+                  c.error(liftError(new Error(chunk)))
+                  end()
+                }
+                resolve()
+              })
+              if (!native.pull(id)) {
+                waiting.delete(id)
+                c.close()
+                end()
+                resolve()
+              }
+            })
+          },
+          cancel() {
+            waiting.delete(id)
+            native.abort(id)
+            end()
+          },
+        },
+        { highWaterMark: 1 },
+      )
+      unread.register(responseBody, id, token)
     }
-    const response = new Response(responseBody, {
-      status: nres.status,
-      statusText: nres.statusText,
-      headers: nres.headers,
-    })
-    Object.defineProperty(response, 'url', { value: nres.url })
+    const pairs = []
+    const fh = head.flatHeaders
+    for (let i = 0; i + 1 < fh.length; i += 2) pairs.push([fh[i], fh[i + 1]])
+    const response = new Response(responseBody, { status: head.status, statusText: head.statusText, headers: pairs })
+    Object.defineProperty(response, 'url', { value: head.resUrl })
     return response
   }
 

@@ -836,8 +836,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.LoginSession = nativeBinding.LoginSession
-module.exports.NativeResponse = nativeBinding.NativeResponse
-module.exports.PendingRequest = nativeBinding.PendingRequest
 module.exports.QwenClient = nativeBinding.QwenClient
 module.exports.apiBaseUrl = nativeBinding.apiBaseUrl
 module.exports.apiKeyEndpoints = nativeBinding.apiKeyEndpoints

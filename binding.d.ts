@@ -21,36 +21,29 @@ export declare class LoginSession {
   cancel(): void
 }
 
-export declare class NativeResponse {
-  /**
-   * The whole body when it arrived together with the headers (`body()` is then empty), else null; once.
-   * Copied into a JS-owned buffer: small, and the engine's GC sees its size.
-   */
-  takeCompleteBody(): Uint8Array | null
-  get status(): number
-  get statusText(): string
-  get headers(): Array<Array<string>>
-  get url(): string
-  /**
-   * The body as a web `ReadableStream`, chunk by chunk; the stream owns the connection, so
-   * cancelling it closes the upstream socket.
-   */
-  body(): ReadableStream<Uint8Array>
-}
-
-export declare class PendingRequest {
-  /** Resolves at the response headers; rejects with `[E_ABORTED]` once aborted. */
-  send(): Promise<NativeResponse>
-  /** Ends any wait, the request and the upstream connection (also mid-body). */
-  abort(): void
-}
-
-/** A configured client: one per plugin instance; `request()` per fetch. */
+/**
+ * A configured client: one per plugin instance. JS starts requests with `start()` and gets every
+ * outcome through the one callback given to `setEventCallback()`.
+ */
 export declare class QwenClient {
   /** OAuth client by default; with `apiKey`, requests carry that key instead. */
   constructor(options?: QwenOptions | undefined | null, apiKey?: string | undefined | null)
-  /** Prepare one request; `send()` runs it, `abort()` cancels it at any stage. */
-  request(url: string, method: string, headers: Array<Array<string>>, body?: Buffer | undefined | null): PendingRequest
+  /**
+   * The callback for every event of every request of this client; set once. Events:
+   * `(id, 0, status, statusText, url, headers, body, done)` the head (`headers` flat `[k, v, ...]`,
+   * `body` a Buffer of what came with it or undefined, `done` when that was all), `(id, 1, body, done)`
+   * the next body bytes after `pull(id)`, `(id, 2, message)` a failure (message `[E_CODE] ...`).
+   */
+  setEventCallback(callback: (id: number, kind: 0 | 1 | 2, a?: any, b?: any, c?: any, d?: any, e?: any, f?: any) => void): void
+  /**
+   * Start one request (token, headers, pacing, retries all happen in Rust); returns its id at once.
+   * Exactly one event answers: the head or a failure. `headers` is flat: `[k, v, k, v, ...]`.
+   */
+  start(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): number
+  /** Ask for the next body bytes of request `id`: one event answers. False when the request is over. */
+  pull(id: number): boolean
+  /** End request `id` at any stage (waits, send, body) and close its connection; no event follows. */
+  abort(id: number): void
   /** Changes whenever the OAuth credentials in use change (refresh, reload, login); 0 for API keys. */
   credentialsGeneration(): number
   /** The quota view as of this process's latest request (no file access); null before the first one. */
@@ -145,6 +138,8 @@ export interface QwenOptions {
   debug?: boolean
   /** Extra hosts a token may be sent to. */
   trustedHosts?: Array<string>
+  /** Chat-completions bodies as the Qwen Code CLI sends them (default on; env `QWEN_ALIGN_BODY=0` turns it off). */
+  alignRequestBody?: boolean
   /** Requests a day to warn about at 80 % and 95 % (env `QWEN_DAILY_LIMIT`, default 1000; 0: no warnings). */
   dailyLimit?: number
 }

@@ -32,29 +32,35 @@ const init = { method: 'POST', headers: { 'content-type': 'application/json', au
 const oauth = api.createClient(opts)
 const keyed = api.createClient(opts, { apiKey: API_KEY })
 const native = new binding.QwenClient(opts, API_KEY)
-const pairs = [['content-type', 'application/json']]
+const flat = ['content-type', 'application/json']
+// The raw native channel: start() is sync, every event comes through this one callback (no promise per call).
+const waiting = new Map()
+native.setEventCallback((id, kind, a, b, c, d, e, f) => {
+  const h = waiting.get(id)
+  waiting.delete(id)
+  h?.(kind, a, b, c, d, e, f)
+})
+const nextEvent = (id) => new Promise((resolve) => waiting.set(id, (...ev) => resolve(ev)))
+const startRaw = (u) => {
+  const id = native.start(u, 'POST', flat, body)
+  return nextEvent(id).then((ev) => ({ id, ev }))
+}
 
 const stages = {
-  // One JS -> tokio -> JS crossing with no I/O: cached credentials (napi creates a promise + a
-  // threadsafe function per async call).
-  'native async call, no I/O (getValidCredentials)': () => binding.getValidCredentials(opts),
+  // One JS -> tokio -> JS round trip with no I/O: an untrusted host fails in Rust before anything is sent.
+  'native round trip, no I/O (start -> failure event)': () => startRaw('https://untrusted.example.com/v1/chat/completions'),
+  // The same through a napi `async fn` (a promise + a threadsafe function per call): cached credentials.
+  'napi async fn, no I/O (getValidCredentials)': () => binding.getValidCredentials(opts),
   'fetch + text()': async () => (await fetch(url, init)).text(),
-  'native send only (api key)': async () => {
-    const r = await native.request(url, 'POST', pairs, Buffer.from(body)).send()
-    return r.status
-  },
-  'native send + getters': async () => {
-    const r = await native.request(url, 'POST', pairs, Buffer.from(body)).send()
-    return [r.status, r.statusText, r.headers, r.url]
-  },
-  'native send + body() read loop': async () => {
-    const r = await native.request(url, 'POST', pairs, Buffer.from(body)).send()
-    const reader = r.body().getReader()
-    while (!(await reader.read()).done);
-  },
-  'native send + new Response(body()).text()': async () => {
-    const r = await native.request(url, 'POST', pairs, Buffer.from(body)).send()
-    return new Response(r.body(), { status: r.status, statusText: r.statusText, headers: r.headers }).text()
+  'native start -> head event (api key)': () => startRaw(url),
+  'native start -> head + body to the end': async () => {
+    const { id, ev } = await startRaw(url)
+    let done = ev[6]
+    while (!done) {
+      const next = nextEvent(id)
+      native.pull(id)
+      done = (await next)[2]
+    }
   },
   'api fetch + text() (api key)': async () => (await keyed.fetch(url, init)).text(),
   'api fetch + text() (OAuth)': async () => (await oauth.fetch(url, init)).text(),

@@ -2,6 +2,7 @@
 //! napi bindings only: a thin typed surface over the modules below. No logic lives here.
 
 pub mod api_key;
+pub mod bridge;
 pub mod config;
 pub mod credentials;
 pub mod device_flow;
@@ -16,16 +17,19 @@ pub mod pkce;
 pub mod quota;
 pub mod token_manager;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use napi::bindgen_prelude::*;
+use napi::check_status;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue};
 use napi_derive::napi;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{RawOptions, Settings};
 use crate::credentials::Credentials;
 use crate::device_flow::DeviceLogin;
-use crate::pipeline::{Auth, BodyStream, Pipeline};
+use crate::pipeline::{Auth, Pipeline};
 use crate::token_manager::TokenManager;
 
 /// Options shared by every entry point; every field falls back to its env var, then its default.
@@ -291,11 +295,155 @@ pub async fn remove_credentials(options: Option<QwenOptions>) -> Result<bool> {
     Ok(token_manager::for_settings(&s).remove_credentials().await?)
 }
 
-/// A configured client: one per plugin instance; `request()` per fetch.
+/// The one channel that carries every request's events to JS: created once per client, unreferenced
+/// (so it never keeps the process alive) except while JS is waiting for an event.
+type EventFn = ThreadsafeFunction<Delivery, UnknownReturnValue, Args, Status, false, true, 0>;
+
+/// An event of request `id`, on its way to JS.
+pub struct Delivery {
+    id: u32,
+    event: bridge::Event,
+}
+
+/// What the JS callback is called with; `Skip` (no arguments) for an event nobody waits for any more.
+pub enum Args {
+    Deliver(Delivery),
+    Skip,
+}
+
+const HEAD: u32 = 0;
+const CHUNK: u32 = 1;
+const FAILED: u32 = 2;
+
+/// `callback(id, 0, status, statusText, url, headers[k, v, ...], body?, done)`,
+/// `callback(id, 1, body?, done)`, `callback(id, 2, "[E_CODE] message")`. Bodies are copied into JS-owned
+/// buffers: the engine's GC sees their size (external buffers it does not, and RSS grew by the whole body).
+impl JsValuesTupleIntoVec for Args {
+    fn into_vec(self, env: napi::sys::napi_env) -> Result<Vec<napi::sys::napi_value>> {
+        let Args::Deliver(Delivery { id, event }) = self else { return Ok(Vec::new()) };
+        // SAFETY: called by the threadsafe function on the JS thread with its live env.
+        unsafe {
+            let mut out = vec![u32::to_napi_value(env, id)?];
+            match event {
+                bridge::Event::Head { head, body, done } => {
+                    let flat: Vec<String> = head.headers.into_iter().flat_map(|(k, v)| [k, v]).collect();
+                    out.push(u32::to_napi_value(env, HEAD)?);
+                    out.push(u32::to_napi_value(env, head.status as u32)?);
+                    out.push(String::to_napi_value(env, head.status_text)?);
+                    out.push(String::to_napi_value(env, head.url)?);
+                    out.push(Vec::<String>::to_napi_value(env, flat)?);
+                    out.push(js_bytes(env, &body)?);
+                    out.push(bool::to_napi_value(env, done)?);
+                }
+                bridge::Event::Chunk { body, done } => {
+                    out.push(u32::to_napi_value(env, CHUNK)?);
+                    out.push(js_bytes(env, &body)?);
+                    out.push(bool::to_napi_value(env, done)?);
+                }
+                bridge::Event::Failed(e) => {
+                    out.push(u32::to_napi_value(env, FAILED)?);
+                    out.push(String::to_napi_value(env, format!("[{}] {}", e.code(), e))?);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The chunks as one JS-owned `Buffer`, or `undefined` when there are none.
+unsafe fn js_bytes(env: napi::sys::napi_env, chunks: &[bytes::Bytes]) -> Result<napi::sys::napi_value> {
+    let len: usize = chunks.iter().map(|c| c.len()).sum();
+    if len == 0 {
+        return unsafe { <()>::to_napi_value(env, ()) };
+    }
+    let mut data = std::ptr::null_mut();
+    let mut value = std::ptr::null_mut();
+    check_status!(unsafe { napi::sys::napi_create_buffer(env, len, &mut data, &mut value) }, "create a body buffer")?;
+    let mut at = data.cast::<u8>();
+    for c in chunks {
+        // SAFETY: `data` holds `len` bytes, the sum of the chunk lengths.
+        unsafe {
+            std::ptr::copy_nonoverlapping(c.as_ptr(), at, c.len());
+            at = at.add(c.len());
+        }
+    }
+    Ok(value)
+}
+
+/// Requests in flight, as seen from the JS thread (every method here runs on it).
+struct Link {
+    events: OnceLock<Arc<EventFn>>,
+    slots: Mutex<HashMap<u32, Entry>>,
+    next_id: AtomicU32,
+    /// Requests JS is waiting on; the channel is referenced exactly while this is above zero.
+    waiting: AtomicU32,
+}
+
+struct Entry {
+    slot: Arc<bridge::Slot>,
+    /// JS awaits an event for this request (its start, or a body read).
+    waiting: bool,
+}
+
+impl Link {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One more event awaited: keep the process alive until it comes.
+    fn expect(&self, env: napi::sys::napi_env) {
+        if self.waiting.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Some(f) = self.events.get() {
+                // SAFETY: JS thread, live env, live threadsafe function.
+                unsafe { napi::sys::napi_ref_threadsafe_function(env, f.raw()) };
+            }
+        }
+    }
+
+    /// An awaited event came (or will not be awaited any more).
+    fn settle(&self, env: napi::sys::napi_env) {
+        if self.waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let Some(f) = self.events.get() {
+                // SAFETY: as in `expect`.
+                unsafe { napi::sys::napi_unref_threadsafe_function(env, f.raw()) };
+            }
+        }
+    }
+
+    /// On the JS thread, just before the callback runs: bookkeeping for the event of `id`.
+    fn arrive(&self, env: napi::sys::napi_env, d: Delivery) -> Args {
+        let mut slots = self.slots();
+        let Some(entry) = slots.get_mut(&d.id) else { return Args::Skip };
+        if entry.waiting {
+            entry.waiting = false;
+            self.settle(env);
+        }
+        if d.event.is_final() {
+            slots.remove(&d.id);
+        }
+        Args::Deliver(d)
+    }
+}
+
+/// On napi's tokio runtime (the unit-test build links napi's `noop` variant, which has none; it never runs this).
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    #[cfg(not(test))]
+    napi::bindgen_prelude::spawn(task);
+    #[cfg(test)]
+    drop(task);
+}
+
+fn no_channel() -> Error {
+    Error::new(Status::GenericFailure, "QwenClient: call setEventCallback() before start()")
+}
+
+/// A configured client: one per plugin instance. JS starts requests with `start()` and gets every
+/// outcome through the one callback given to `setEventCallback()`.
 #[napi]
 pub struct QwenClient {
     pipeline: Arc<Pipeline>,
     tokens: Option<Arc<TokenManager>>,
+    link: Arc<Link>,
 }
 
 #[napi]
@@ -314,29 +462,103 @@ impl QwenClient {
                 (Auth::OAuth(tm.clone()), Some(tm))
             }
         };
-        Ok(QwenClient { pipeline: Arc::new(Pipeline::new(s, auth)), tokens })
+        let link = Arc::new(Link {
+            events: OnceLock::new(),
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+        });
+        Ok(QwenClient { pipeline: Arc::new(Pipeline::new(s, auth)), tokens, link })
     }
 
-    /// Prepare one request; `send()` runs it, `abort()` cancels it at any stage.
+    /// The callback for every event of every request of this client; set once. Events:
+    /// `(id, 0, status, statusText, url, headers, body, done)` the head (`headers` flat `[k, v, ...]`,
+    /// `body` a Buffer of what came with it or undefined, `done` when that was all), `(id, 1, body, done)`
+    /// the next body bytes after `pull(id)`, `(id, 2, message)` a failure (message `[E_CODE] ...`).
+    #[napi(
+        ts_args_type = "callback: (id: number, kind: 0 | 1 | 2, a?: any, b?: any, c?: any, d?: any, e?: any, f?: any) => void"
+    )]
+    pub fn set_event_callback(&self, callback: Function<'_, (), UnknownReturnValue>) -> Result<()> {
+        let link = Arc::downgrade(&self.link);
+        let events: EventFn = callback
+            .build_threadsafe_function::<Delivery>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(move |ctx| {
+                Ok(match link.upgrade() {
+                    Some(link) => link.arrive(ctx.env.raw(), ctx.value),
+                    None => Args::Skip,
+                })
+            })?;
+        self.link
+            .events
+            .set(Arc::new(events))
+            .map_err(|_| Error::new(Status::GenericFailure, "QwenClient: the event callback is already set"))
+    }
+
+    /// Start one request (token, headers, pacing, retries all happen in Rust); returns its id at once.
+    /// Exactly one event answers: the head or a failure. `headers` is flat: `[k, v, k, v, ...]`.
     #[napi]
-    pub fn request(
+    pub fn start(
         &self,
+        env: Env,
         url: String,
         method: String,
-        headers: Vec<Vec<String>>,
-        body: Option<Buffer>,
-    ) -> PendingRequest {
-        let headers = headers
-            .into_iter()
-            .filter_map(|mut kv| if kv.len() == 2 { let v = kv.pop()?; Some((kv.pop()?, v)) } else { None })
-            .collect();
+        headers: Vec<String>,
+        body: Option<Either<String, &[u8]>>,
+    ) -> Result<u32> {
+        let events = self.link.events.get().ok_or_else(no_channel)?.clone();
+        let mut it = headers.into_iter();
+        let mut pairs = Vec::with_capacity(it.len() / 2);
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            pairs.push((k, v));
+        }
         let req = pipeline::Request {
             url,
             method,
-            headers,
-            body: body.map(|b| bytes::Bytes::copy_from_slice(&b)),
+            headers: pairs,
+            body: body.map(|b| match b {
+                Either::A(s) => bytes::Bytes::from(s),
+                Either::B(b) => bytes::Bytes::copy_from_slice(b),
+            }),
         };
-        PendingRequest { pipeline: self.pipeline.clone(), req: Mutex::new(Some(req)), cancel: CancellationToken::new() }
+        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let slot = bridge::Slot::new();
+        self.link.slots().insert(id, Entry { slot: slot.clone(), waiting: true });
+        self.link.expect(env.raw());
+        let pipeline = self.pipeline.clone();
+        spawn(async move {
+            bridge::run(pipeline, req, slot, |event| {
+                events.call(Delivery { id, event }, ThreadsafeFunctionCallMode::NonBlocking);
+            })
+            .await
+        });
+        Ok(id)
+    }
+
+    /// Ask for the next body bytes of request `id`: one event answers. False when the request is over.
+    #[napi]
+    pub fn pull(&self, env: Env, id: u32) -> bool {
+        let mut slots = self.link.slots();
+        let Some(entry) = slots.get_mut(&id) else { return false };
+        if !entry.waiting {
+            entry.waiting = true;
+            self.link.expect(env.raw());
+        }
+        entry.slot.want_more();
+        true
+    }
+
+    /// End request `id` at any stage (waits, send, body) and close its connection; no event follows.
+    #[napi]
+    pub fn abort(&self, env: Env, id: u32) {
+        let entry = self.link.slots().remove(&id);
+        if let Some(entry) = entry {
+            if entry.waiting {
+                self.link.settle(env.raw());
+            }
+            entry.slot.abort();
+        }
     }
 
     /// Changes whenever the OAuth credentials in use change (refresh, reload, login); 0 for API keys.
@@ -358,100 +580,5 @@ impl QwenClient {
             Some(t) => Ok(t.current()?.map(Into::into)),
             None => Ok(None),
         }
-    }
-}
-
-#[napi]
-pub struct PendingRequest {
-    pipeline: Arc<Pipeline>,
-    req: Mutex<Option<pipeline::Request>>,
-    cancel: CancellationToken,
-}
-
-#[napi]
-impl PendingRequest {
-    /// Resolves at the response headers; rejects with `[E_ABORTED]` once aborted.
-    #[napi]
-    pub async fn send(&self) -> Result<NativeResponse> {
-        let req = self
-            .req
-            .lock()
-            .map_err(|_| Error::new(Status::GenericFailure, "request state poisoned"))?
-            .take()
-            .ok_or_else(|| Error::new(Status::GenericFailure, "request already sent"))?;
-        let r = self.pipeline.execute(req, self.cancel.clone()).await?;
-        Ok(NativeResponse {
-            status: r.status,
-            status_text: r.status_text,
-            headers: r.headers.into_iter().map(|(k, v)| vec![k, v]).collect(),
-            url: r.url,
-            body: Mutex::new(Some(r.body)),
-            complete_body: Mutex::new(r.complete_body),
-        })
-    }
-
-    /// Ends any wait, the request and the upstream connection (also mid-body).
-    #[napi]
-    pub fn abort(&self) {
-        self.cancel.cancel();
-    }
-}
-
-#[napi]
-pub struct NativeResponse {
-    status: u16,
-    status_text: String,
-    headers: Vec<Vec<String>>,
-    url: String,
-    body: Mutex<Option<BodyStream>>,
-    complete_body: Mutex<Option<bytes::Bytes>>,
-}
-
-#[napi]
-impl NativeResponse {
-    /// The whole body when it arrived together with the headers (`body()` is then empty), else null; once.
-    /// Copied into a JS-owned buffer: small, and the engine's GC sees its size.
-    #[napi(ts_return_type = "Uint8Array | null")]
-    pub fn take_complete_body<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
-        let body = self
-            .complete_body
-            .lock()
-            .map_err(|_| Error::new(Status::GenericFailure, "body state poisoned"))?
-            .take();
-        body.map(|b| BufferSlice::copy_from(env, &b)).transpose()
-    }
-
-    #[napi(getter)]
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    #[napi(getter)]
-    pub fn status_text(&self) -> String {
-        self.status_text.clone()
-    }
-
-    #[napi(getter)]
-    pub fn headers(&self) -> Vec<Vec<String>> {
-        self.headers.clone()
-    }
-
-    #[napi(getter)]
-    pub fn url(&self) -> String {
-        self.url.clone()
-    }
-
-    /// The body as a web `ReadableStream`, chunk by chunk; the stream owns the connection, so
-    /// cancelling it closes the upstream socket.
-    #[napi(ts_return_type = "ReadableStream<Uint8Array>")]
-    pub fn body<'env>(&self, env: &'env Env) -> Result<ReadableStream<'env, BufferSlice<'env>>> {
-        let stream = self
-            .body
-            .lock()
-            .map_err(|_| Error::new(Status::GenericFailure, "body state poisoned"))?
-            .take()
-            .ok_or_else(|| Error::new(Status::GenericFailure, "body already used"))?;
-        use futures_util::StreamExt;
-        ReadableStream::create_with_stream_bytes(env, stream.map(|r| r.map_err(napi::Error::from)))
     }
 }

@@ -51,6 +51,8 @@ pub struct Response {
     pub status_text: String,
     pub headers: Vec<(String, String)>,
     pub url: String,
+    /// The caller owns the connection through this stream: dropping it closes the connection (see `bridge`,
+    /// which also ends it on abort).
     pub body: BodyStream,
     /// The whole body, when it had already arrived together with the headers (small answers usually do);
     /// `body` is then empty. Lets the caller hand headers and body over in one go instead of streaming.
@@ -160,7 +162,7 @@ impl Pipeline {
                 if crate::api_key::is_coding_agents_only(&prefix) {
                     return Err(Error::KeyNotAllowed { endpoint });
                 }
-                return Ok(head.with_body(prefix, rest, cancel));
+                return Ok(head.with_body(prefix, rest));
             }
 
             if status == 429 {
@@ -179,7 +181,7 @@ impl Pipeline {
                     return Err(Error::QuotaExhausted { endpoint });
                 }
                 if retries >= max_retries {
-                    return Ok(head.with_body(prefix, rest, cancel));
+                    return Ok(head.with_body(prefix, rest));
                 }
                 drop(rest);
                 let wait = server_wait.unwrap_or_else(|| retry::backoff(retries, random()));
@@ -206,7 +208,7 @@ impl Pipeline {
                 return Ok(head.complete(ready));
             }
             let body: BodyStream = Box::pin(futures_util::stream::iter(ready).chain(stream));
-            return Ok(head.into_response(body, cancel));
+            return Ok(head.into_response(body));
         }
     }
 
@@ -293,13 +295,13 @@ impl Head {
         }
     }
 
-    fn into_response(self, body: BodyStream, cancel: CancellationToken) -> Response {
+    fn into_response(self, body: BodyStream) -> Response {
         Response {
             status: self.status,
             status_text: self.status_text,
             headers: self.headers,
             url: self.url,
-            body: abortable(body, cancel),
+            body,
             complete_body: None,
         }
     }
@@ -328,14 +330,14 @@ impl Head {
     }
 
     /// A response whose first bytes were already read: replay them, then the rest of the stream.
-    fn with_body(self, prefix: Bytes, rest: Option<BodyStream>, cancel: CancellationToken) -> Response {
+    fn with_body(self, prefix: Bytes, rest: Option<BodyStream>) -> Response {
         let head = (!prefix.is_empty()).then_some(Ok(prefix));
         let first = futures_util::stream::iter(head);
         let body: BodyStream = match rest {
             Some(rest) => Box::pin(first.chain(rest)),
             None => Box::pin(first),
         };
-        self.into_response(body, cancel)
+        self.into_response(body)
     }
 }
 
@@ -398,51 +400,6 @@ async fn read_prefix(
     }
 }
 
-/// The body as the caller sees it: ends with `Aborted` as soon as the request is aborted.
-///
-/// The upstream stream lives in its own task that hands chunks over a one-slot channel, so an abort drops it
-/// (closing the connection) at once even when nobody is reading, as `fetch` does; and when the caller lets
-/// go of the body (JS `cancel()` drops the receiver) the task notices immediately, even while the server
-/// is silent. Only the receiver is handed out: nothing else keeps the connection alive.
-fn abortable(body: BodyStream, cancel: CancellationToken) -> BodyStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
-    let watch = cancel.clone();
-    tokio::spawn(async move {
-        let mut body = body;
-        loop {
-            let item = tokio::select! {
-                biased;
-                _ = watch.cancelled() => return,
-                _ = tx.closed() => return,
-                item = body.next() => item,
-            };
-            let Some(item) = item else { return };
-            let last = item.is_err();
-            tokio::select! {
-                biased;
-                _ = watch.cancelled() => return,
-                sent = tx.send(item) => if sent.is_err() { return },
-            }
-            if last {
-                return;
-            }
-        }
-    });
-    Box::pin(futures_util::stream::unfold(Some((rx, cancel)), |state| async move {
-        let (mut rx, cancel) = state?;
-        tokio::select! {
-            // An abort wins over buffered data, like fetch's body after `abort()`.
-            biased;
-            _ = cancel.cancelled() => Some((Err(Error::Aborted), None)),
-            item = rx.recv() => match item {
-                Some(Ok(bytes)) => Some((Ok(bytes), Some((rx, cancel)))),
-                Some(Err(e)) => Some((Err(e), None)),
-                None => None,
-            },
-        }
-    }))
-}
-
 /// `fetch` upper-cases the standard methods and leaves others as given.
 fn parse_method(method: &str) -> Result<reqwest::Method> {
     const STANDARD: &[&str] = &["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
@@ -498,57 +455,6 @@ mod tests {
         assert_eq!(ok.get_all("a").iter().count(), 2);
     }
 
-    /// An upstream that yields "a" then hangs, and raises a flag when dropped (= connection closed).
-    fn hanging_upstream() -> (BodyStream, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-        struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for DropFlag {
-            fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = DropFlag(dropped.clone());
-        let upstream = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))])
-            .chain(futures_util::stream::pending())
-            .map(move |x| {
-                let _ = &flag;
-                x
-            });
-        (Box::pin(upstream), dropped)
-    }
-
-    async fn until_dropped(flag: &std::sync::atomic::AtomicBool) {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .expect("upstream dropped");
-    }
-
-    #[tokio::test]
-    async fn abortable_body_ends_with_aborted_and_drops_upstream_without_a_reader() {
-        let (upstream, dropped) = hanging_upstream();
-        let cancel = CancellationToken::new();
-        let mut body = abortable(upstream, cancel.clone());
-        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
-        // Nobody polls the body: the abort alone must close the upstream.
-        cancel.cancel();
-        until_dropped(&dropped).await;
-        assert_eq!(body.next().await.unwrap().unwrap_err(), Error::Aborted);
-        assert!(body.next().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn dropping_the_body_closes_a_silent_upstream() {
-        let (upstream, dropped) = hanging_upstream();
-        let mut body = abortable(upstream, CancellationToken::new());
-        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"a"));
-        drop(body);
-        until_dropped(&dropped).await;
-    }
-
     #[test]
     fn take_ready_takes_a_body_that_is_all_here_and_stops_at_the_first_wait() {
         let all: BodyStream =
@@ -558,19 +464,11 @@ mod tests {
         assert!(complete);
         assert_eq!(ready.len(), 2);
 
-        let (mut hanging, _) = hanging_upstream();
+        let hanging: BodyStream =
+            Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))]).chain(futures_util::stream::pending()));
+        let mut hanging = hanging;
         let (ready, complete) = take_ready(&mut hanging);
         assert!(!complete, "a body still waiting for data is not complete");
         assert_eq!(ready.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn abortable_body_passes_chunks_and_errors_through() {
-        let items = vec![Ok(Bytes::from_static(b"1")), Ok(Bytes::from_static(b"2")), Err(Error::Aborted)];
-        let mut body = abortable(Box::pin(futures_util::stream::iter(items)), CancellationToken::new());
-        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"1"));
-        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"2"));
-        assert!(body.next().await.unwrap().is_err());
-        assert!(body.next().await.is_none());
     }
 }
