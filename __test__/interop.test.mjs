@@ -111,3 +111,44 @@ test('the Qwen Code CLI token manager and ours on one QWEN_HOME: no invalid_gran
     `${requests.length} refreshes (${byCli} by the CLI, ${byUs} by us), ${watched.versions} file versions seen in ${watched.reads} reads`,
   )
 })
+
+test('logins: the CLI uses the file our login wrote, we use the file its device flow wrote, no refresh needed', async () => {
+  const { default: api } = await import('../api.cjs')
+  const crypto = await import('node:crypto')
+  const sha = (s) => crypto.createHash('sha256').update(String(s)).digest('hex')
+  const mock = await startMockQwen()
+  cleanups.push(() => mock.close())
+  const run = async (mode, env) => {
+    const c = spawnScript(CHILD, [mode], env)
+    cleanups.push(() => c.close())
+    const r = JSON.parse(await c.nextLine(60_000))
+    await c.exited
+    return r
+  }
+
+  // Our device login (device-flow key order) → the CLI's token manager takes it as it is.
+  const ourHome = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-interop-login-'))
+  cleanups.push(() => fs.rmSync(ourHome, { recursive: true, force: true }))
+  const login = await api.startLogin({ qwenHome: ourHome, oauthBaseUrl: mock.url })
+  const ours = await login.wait()
+  const byCli = await run('cli-get', { QWEN_HOME: ourHome, MOCK_URL: mock.url })
+  assert.ok(byCli.ok, `the CLI refused our login: ${byCli.type} ${byCli.message}`)
+  assert.equal(byCli.tokenSha, sha(ours.accessToken))
+  assert.equal(byCli.refreshSha, sha(ours.refreshToken))
+
+  // The CLI's own login (its device flow, its cacheQwenCredentials) → ours takes it as it is.
+  const cliHome = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-interop-cli-login-'))
+  cleanups.push(() => fs.rmSync(cliHome, { recursive: true, force: true }))
+  const cliLogin = await run('cli-login', { QWEN_HOME: cliHome, MOCK_URL: mock.url })
+  assert.ok(cliLogin.ok, `the CLI's login failed: ${cliLogin.type} ${cliLogin.message}`)
+  const text = fs.readFileSync(path.join(cliHome, 'oauth_creds.json'), 'utf8')
+  assert.deepEqual(Object.keys(JSON.parse(text)), DEVICE_KEYS, "the CLI's device-flow key order")
+  const loaded = api.loadCredentials({ qwenHome: cliHome, oauthBaseUrl: mock.url })
+  assert.equal(sha(loaded.accessToken), cliLogin.tokenSha)
+  const valid = await api.getValidCredentials({ qwenHome: cliHome, oauthBaseUrl: mock.url })
+  assert.equal(sha(valid.accessToken), cliLogin.tokenSha)
+  assert.equal(sha(valid.refreshToken), cliLogin.refreshSha)
+
+  assert.equal(mock.deviceGrants, 2)
+  assert.equal(mock.refreshGrants, 0, 'a fresh login needs no refresh on either side')
+})

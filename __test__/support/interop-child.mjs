@@ -6,6 +6,10 @@
 //       getValidCredentials <calls> times (every 4th one forced), a random 0–15 ms apart, and prints one
 //       JSON line {calls, errors: [{code|type, message}], last: {tokenSha, refreshSha}}.
 //       Then waits for stdin to close.
+//   node interop-child.mjs cli-login       the CLI's own start-up path (getQwenOAuthClient): no credentials,
+//                                          so its device flow runs against the mock and saves the file
+//   node interop-child.mjs cli-get         the CLI's getValidCredentials once
+//       env QWEN_HOME, MOCK_URL. Print one JSON line {ok, tokenSha, refreshSha} or {ok:false, type, message}.
 //   node interop-child.mjs watch <file>
 //       env QWEN_OAUTH_STAT_INTERVAL_MS=0 (set at spawn). Reads <file> as fast as it can until a `stop` line;
 //       each new content is validated by the CLI's own code (SharedTokenManager.reloadCredentialsFromFile,
@@ -99,6 +103,25 @@ if (mode === 'cli' || mode === 'ours') {
   process.stdout.write(JSON.stringify({ calls, errors, last }) + '\n')
   // Stay until the test lets go: the CLI's exit handler unlinks oauth_creds.lock whoever owns it.
   while ((await nextLine()) !== null);
+} else if (mode === 'cli-login' || mode === 'cli-get') {
+  redirectCliFetch(process.env.MOCK_URL)
+  const { SharedTokenManager, QwenOAuth2Client, getQwenOAuthClient } = await loadCliTokenModule()
+  let out
+  try {
+    let c
+    if (mode === 'cli-login') {
+      const config = { isBrowserLaunchSuppressed: () => true, isInteractive: () => false }
+      c = (await getQwenOAuthClient(config)).getCredentials()
+    } else {
+      c = await SharedTokenManager.getInstance().getValidCredentials(new QwenOAuth2Client(), false)
+    }
+    out = { ok: true, tokenSha: sha(c.access_token), refreshSha: sha(c.refresh_token) }
+  } catch (err) {
+    out = { ok: false, type: err?.type, message: String(err?.message ?? err) }
+  }
+  lines.close() // nothing more to read; let the process end
+  process.stdin.destroy()
+  process.stdout.write(JSON.stringify(out) + '\n')
 } else if (mode === 'watch') {
   const file = arg
   const api = require(path.join(ROOT, 'api.cjs'))
