@@ -48,6 +48,10 @@ struct State {
     last_refresh: Option<(String, Instant)>,
     /// Refresh token the server refused; not sent again until the file holds another one.
     rejected_refresh_token: Option<String>,
+    /// `creds` came from our own refresh but could not be saved (disk full, read-only): the file still holds
+    /// a refresh token the server may have retired, so saving is retried on later calls until it works or
+    /// the file changes under us.
+    unsaved: bool,
 }
 
 static REGISTRY: Mutex<Option<HashMap<PathBuf, Arc<TokenManager>>>> = Mutex::new(None);
@@ -126,6 +130,7 @@ impl Shared {
         match loaded {
             None => {
                 st.stamp = None;
+                st.unsaved = false;
                 if st.creds.take().is_some() {
                     debug_log!(
                         "{} is gone; credentials forgotten",
@@ -139,6 +144,8 @@ impl Shared {
                 log::remember_secret(&creds.access_token);
                 log::remember_secret(&creds.refresh_token);
                 st.stamp = Some(stamp);
+                // Someone wrote the file after our failed save: theirs is newer than what we hold.
+                st.unsaved = false;
                 if st.creds.as_ref() != Some(&creds) {
                     debug_log!(
                         "reloaded {} (expires at {})",
@@ -182,6 +189,9 @@ impl TokenManager {
         refused_token: Option<&str>,
     ) -> Result<Credentials> {
         let sh = &self.shared;
+        if sh.state().unsaved {
+            self.retry_save().await;
+        }
         let mut cached = sh.check_file(false)?;
         if cached.is_none() {
             // Maybe a login landed since the last (throttled) look.
@@ -304,6 +314,7 @@ impl TokenManager {
         st.last_refresh = Some((creds.access_token.clone(), Instant::now()));
         st.rejected_refresh_token = None;
         st.last_check = Some(Instant::now());
+        st.unsaved = saved.is_err();
         if let Ok(stamp) = &saved {
             st.stamp = Some(*stamp);
         }
@@ -324,6 +335,51 @@ impl TokenManager {
         }
     }
 
+    /// Save credentials whose save failed after our refresh, under the lock and only over the very file
+    /// version they replace. Best effort: failures are logged and retried on the next call.
+    async fn retry_save(&self) {
+        let sh = &self.shared;
+        let _gate = sh.refresh_gate.lock().await;
+        let (creds, stamp) = {
+            let st = sh.state();
+            match (&st.creds, st.unsaved) {
+                (Some(c), true) => (c.clone(), st.stamp),
+                _ => return,
+            }
+        };
+        let _lock = match lock::acquire(&self.settings.lock_path()).await {
+            Ok(l) => l,
+            Err(e) => {
+                debug_log!(
+                    "token manager: unsaved credentials, lock unavailable ({})",
+                    e.code()
+                );
+                return;
+            }
+        };
+        if sh.store.stamp().ok() != Some(stamp) {
+            // The file changed since (a login, another process): the next check adopts it.
+            return;
+        }
+        let store = CredentialStore::new(sh.store.dir().to_path_buf());
+        let to_save = creds.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || store.save_stamped(&to_save, KeyOrder::Refresh))
+                .await;
+        let mut st = sh.state();
+        match saved {
+            // Only if nothing replaced our credentials in memory meanwhile.
+            Ok(Ok(new_stamp)) if st.creds.as_ref() == Some(&creds) => {
+                st.stamp = Some(new_stamp);
+                st.unsaved = false;
+                debug_log!("token manager: saved the credentials of the earlier refresh");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => debug_log!("token manager: still cannot save: {}", e.code()),
+            Err(e) => debug_log!("token manager: save task failed: {e}"),
+        }
+    }
+
     /// Cached or freshly loaded credentials without refreshing (Ok(None) when there is no file).
     pub fn current(&self) -> Result<Option<Credentials>> {
         self.shared.check_file(false)
@@ -339,6 +395,7 @@ impl TokenManager {
         st.stamp = stamp;
         st.last_check = Some(Instant::now());
         st.rejected_refresh_token = None;
+        st.unsaved = false;
         drop(st);
         self.shared.bump();
     }
@@ -361,7 +418,11 @@ impl TokenManager {
         if had {
             self.shared.bump();
         }
-        debug_log!("logout: {} {}", path.display(), if existed { "removed" } else { "was not there" });
+        debug_log!(
+            "logout: {} {}",
+            path.display(),
+            if existed { "removed" } else { "was not there" }
+        );
         Ok(existed)
     }
 
@@ -507,6 +568,60 @@ mod tests {
         tm.install(c.clone());
         assert_eq!(tm.generation(), g + 1);
         assert_eq!(tm.current().unwrap(), Some(c));
+        fs::remove_dir_all(h).unwrap();
+    }
+
+    /// State as `adopt_refresh` leaves it when the save failed: new credentials in memory only.
+    fn fake_unsaved_refresh(tm: &TokenManager, creds: &Credentials) {
+        let stamp = tm.shared.store.stamp().unwrap();
+        let mut st = tm.shared.state();
+        st.creds = Some(creds.clone());
+        st.stamp = stamp;
+        st.last_check = Some(Instant::now());
+        st.last_refresh = Some((creds.access_token.clone(), Instant::now()));
+        st.unsaved = true;
+    }
+
+    #[tokio::test]
+    async fn credentials_whose_save_failed_are_saved_on_the_next_call() {
+        let h = home("unsaved");
+        let store = CredentialStore::new(h.clone());
+        store
+            .save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow)
+            .unwrap();
+        let tm = for_settings(&settings(&h));
+        tm.current().unwrap();
+        let fresh = creds("fresh", now_ms() + 3_600_000);
+        fake_unsaved_refresh(&tm, &fresh);
+        // No HTTP (port 9 would fail): the in-memory credentials are served and now saved.
+        assert_eq!(tm.valid_credentials(false, None).await.unwrap(), fresh);
+        assert_eq!(store.load().unwrap().unwrap().0, fresh);
+        assert!(!tm.shared.state().unsaved);
+        assert!(!h.join("oauth_creds.lock").exists());
+        fs::remove_dir_all(h).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unsaved_credentials_never_overwrite_a_file_changed_meanwhile() {
+        let h = home("unsaved-changed");
+        let store = CredentialStore::new(h.clone());
+        store
+            .save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow)
+            .unwrap();
+        let tm = for_settings(&settings(&h));
+        tm.current().unwrap();
+        fake_unsaved_refresh(&tm, &creds("mine", now_ms() + 3_600_000));
+        // A login elsewhere wrote newer credentials: they win, in the file and in memory.
+        let login = creds("login", now_ms() + 3_600_000);
+        store.save(&login, KeyOrder::DeviceFlow).unwrap();
+        assert_eq!(
+            tm.valid_credentials(true, Some("at-mine-0123456789"))
+                .await
+                .unwrap(),
+            login
+        );
+        assert_eq!(store.load().unwrap().unwrap().0, login);
+        assert!(!tm.shared.state().unsaved);
         fs::remove_dir_all(h).unwrap();
     }
 
