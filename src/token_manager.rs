@@ -88,6 +88,13 @@ pub fn for_settings(settings: &Arc<Settings>) -> Arc<TokenManager> {
     tm
 }
 
+/// The token endpoint a refresh token would be sent to, if it is a host we trust with tokens.
+fn refresh_endpoint(settings: &Settings) -> Result<String> {
+    let endpoint = format!("{}{}", settings.oauth_base_url, oauth::TOKEN_PATH);
+    crate::pipeline::trust::check(&endpoint, settings)?;
+    Ok(endpoint)
+}
+
 /// Tests may shorten the 5 s throttle with `QWEN_OAUTH_STAT_INTERVAL_MS`; it is not a user option.
 fn stat_interval_from_env() -> Duration {
     std::env::var("QWEN_OAUTH_STAT_INTERVAL_MS")
@@ -223,6 +230,9 @@ impl TokenManager {
             }
         }
 
+        // The refresh token goes only where an access token may go: a mistyped or planted
+        // QWEN_OAUTH_BASE_URL must not receive it.
+        refresh_endpoint(&self.settings)?;
         let lock_path = self.settings.lock_path();
         let _lock = lock::acquire(&lock_path).await?;
         // Another process may have refreshed (or logged in) while we waited: re-read without throttle.
@@ -413,6 +423,7 @@ impl TokenManager {
         let mut st = self.shared.state();
         let had = st.creds.take().is_some();
         st.stamp = None;
+        st.unsaved = false;
         st.last_check = Some(Instant::now());
         drop(st);
         if had {
@@ -623,6 +634,33 @@ mod tests {
         assert_eq!(store.load().unwrap().unwrap().0, login);
         assert!(!tm.shared.state().unsaved);
         fs::remove_dir_all(h).unwrap();
+    }
+
+    #[test]
+    fn refresh_tokens_go_only_to_trusted_oauth_hosts() {
+        let with_base = |base: &str| {
+            let mut s = (*settings(std::path::Path::new("/nonexistent"))).clone();
+            s.oauth_base_url = base.into();
+            s
+        };
+        assert_eq!(
+            refresh_endpoint(&with_base("https://chat.qwen.ai")).unwrap(),
+            "https://chat.qwen.ai/api/v1/oauth2/token"
+        );
+        assert!(refresh_endpoint(&with_base("http://127.0.0.1:9")).is_ok());
+        for bad in [
+            "https://evil.example.com",
+            "http://chat.qwen.ai",
+            "http://10.0.0.1",
+            "https://chat.qwen.ai.evil.example.com",
+            "https://chat.qwen.ai@evil.example.com",
+        ] {
+            let e = refresh_endpoint(&with_base(bad)).unwrap_err();
+            assert_eq!(e.code(), "E_UNTRUSTED_HOST", "{bad}");
+        }
+        let mut listed = with_base("https://sso.example.com");
+        listed.trusted_hosts = vec!["sso.example.com".into()];
+        assert!(refresh_endpoint(&listed).is_ok());
     }
 
     #[tokio::test]
