@@ -70,6 +70,75 @@ macro_rules! debug_log {
 mod tests {
     use super::*;
 
+    /// `{:?}` and `{:#?}` of every type that holds a token, a refresh token, a device code or a verifier.
+    #[test]
+    fn debug_formatting_of_secret_holding_types_redacts() {
+        use crate::credentials::Credentials;
+        use crate::oauth::{DeviceAuthorization, PollOutcome, RefreshOutcome, TokenResponse};
+        const SECRETS: [&str; 5] = [
+            "secret-access-AAAA",
+            "secret-refresh-BBBB",
+            "secret-device-CCCC",
+            "secret-verifier-DDDD",
+            "secret-new-refresh-EEEE",
+        ];
+        let creds = Credentials {
+            access_token: SECRETS[0].into(),
+            refresh_token: SECRETS[1].into(),
+            token_type: "Bearer".into(),
+            resource_url: Some("portal.qwen.ai".into()),
+            expiry_date: 1,
+        };
+        let tokens = TokenResponse {
+            access_token: SECRETS[0].into(),
+            refresh_token: Some(SECRETS[4].into()),
+            token_type: Some("Bearer".into()),
+            expires_in: Some(3600),
+            resource_url: Some("portal.qwen.ai".into()),
+        };
+        let device = DeviceAuthorization {
+            device_code: SECRETS[2].into(),
+            user_code: "ABCD-EFGH".into(),
+            verification_uri: "https://chat.qwen.ai/authorize".into(),
+            verification_uri_complete: "https://chat.qwen.ai/authorize?user_code=ABCD-EFGH".into(),
+            expires_in: 600,
+        };
+        let pkce = crate::pkce::Pkce {
+            verifier: SECRETS[3].into(),
+            challenge: "challenge-is-public".into(),
+        };
+        let texts = [
+            format!("{creds:?}"),
+            format!("{creds:#?}"),
+            format!("{:?}", Some(vec![creds.clone()])),
+            format!("{tokens:?}"),
+            format!("{tokens:#?}"),
+            format!("{:?}", PollOutcome::Success(tokens.clone())),
+            format!("{:?}", RefreshOutcome::Refreshed(tokens.clone())),
+            format!("{:?}", Ok::<_, crate::error::Error>(RefreshOutcome::Refreshed(tokens))),
+            format!("{device:?}"),
+            format!("{device:#?}"),
+            format!("{pkce:?}"),
+        ];
+        for text in &texts {
+            for secret in SECRETS {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains("[redacted]"), "{text}");
+        }
+        // What is not secret stays readable.
+        assert!(texts[0].contains("portal.qwen.ai") && texts[8].contains("ABCD-EFGH"));
+        assert!(texts[10].contains("challenge-is-public"));
+    }
+
+    #[test]
+    fn redaction_masks_every_occurrence_and_bearer_in_any_case() {
+        remember_secret("tok-repeat-987654");
+        let r = redact("a tok-repeat-987654 b tok-repeat-987654 AUTHORIZATION: bearer xyz123abc\nnext");
+        assert!(!r.contains("tok-repeat-987654") && !r.contains("xyz123abc"), "{r}");
+        assert_eq!(r.matches("[redacted]").count(), 3, "{r}");
+    }
+
     #[test]
     fn redacts_remembered_secrets_and_bearer_values() {
         remember_secret("tok-abcdef-123456");
