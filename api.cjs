@@ -18,7 +18,7 @@ function loadBinding() {
     const e = new Error(
       `opencode-qwen-oauth has no native addon for ${target}. Prebuilt: linux-x64-gnu, linux-x64-musl, ` +
         `linux-arm64-gnu, darwin-x64, darwin-arm64, win32-x64-msvc. If yours is listed, reinstall with optional ` +
-        `dependencies enabled (npm install --include=optional); otherwise build it with Rust: npm run build. ` +
+        `dependencies enabled (npm install --include=optional); otherwise build it from a clone of the repository with Rust (npm install && npm run build). ` +
         `(${String(err?.message ?? err).split('\n')[0]})`,
     )
     e.code = 'E_NO_NATIVE_ADDON'

@@ -18,7 +18,7 @@ const API_KEY_LABEL = 'Qwen API key (Coding Plan / DashScope)'
 export const QwenCodePlugin = async (input, pluginOptions) => {
   const options = pluginOptions ?? {}
   const debug = (msg) => {
-    if (options.debug || (process.env.QWEN_OAUTH_DEBUG && process.env.QWEN_OAUTH_DEBUG !== '0')) {
+    if (options.debug || !['', '0', 'false'].includes(process.env.QWEN_OAUTH_DEBUG ?? '')) {
       console.error(`[opencode-qwen-oauth] ${msg}`)
     }
   }
