@@ -297,6 +297,11 @@ function withTimeout(promise, ms) {
 /** Best effort, never fails: no display or no opener just means the user opens the link shown. */
 function openBrowser(url, debug) {
   if (process.env.QWEN_OAUTH_NO_BROWSER) return
+  // Web links only: a server-chosen `file:` link, or one that reads as an option, must not reach the opener.
+  if (!/^https?:\/\//i.test(String(url))) {
+    debug('not opening a browser: the verification link is not an http(s) URL')
+    return
+  }
   const platform = process.platform
   let cmd
   let args
