@@ -274,7 +274,7 @@ fn token_response(m: &Map<String, Value>) -> TokenResponse {
 }
 
 /// §3: success is the presence of `device_code`; a 2xx without it is an OAuth error answer.
-fn classify_device_authorization(endpoint: &str, status: u16, text: &str) -> Result<DeviceAuthorization> {
+pub fn classify_device_authorization(endpoint: &str, status: u16, text: &str) -> Result<DeviceAuthorization> {
     let obj = parse_object(text);
     if !is_success(status) {
         return Err(match obj.as_ref().and_then(|m| str_field(m, "error").map(|e| (e, m))) {
@@ -314,7 +314,7 @@ fn classify_device_authorization(endpoint: &str, status: u16, text: &str) -> Res
 
 /// §4 mapping, except that `expired_token`, `access_denied`, `invalid_grant` and other OAuth errors are
 /// terminal (the CLI keeps polling on them until its attempt limit).
-fn classify_poll(endpoint: &str, status: u16, text: &str) -> Result<PollOutcome> {
+pub fn classify_poll(endpoint: &str, status: u16, text: &str) -> Result<PollOutcome> {
     let obj = parse_object(text);
     if is_success(status) {
         let m = obj.ok_or_else(|| {
@@ -357,7 +357,7 @@ fn oauth_poll_error(endpoint: &str, status: u16, error: &str, m: &Map<String, Va
 }
 
 /// §7 mapping. The caller (token manager) decides what a rejection means for the file.
-fn classify_refresh(endpoint: &str, status: u16, text: &str) -> Result<RefreshOutcome> {
+pub fn classify_refresh(endpoint: &str, status: u16, text: &str) -> Result<RefreshOutcome> {
     if status == 400 || status == 401 {
         return Ok(RefreshOutcome::Rejected);
     }
