@@ -425,11 +425,12 @@ impl Link {
     }
 }
 
-/// On napi's tokio runtime (the unit-test build links napi's `noop` variant, which has none; it never runs this).
+/// On napi's tokio runtime (the unit-test and fuzz builds link napi's `noop` variant, which has none; they
+/// never run this).
 fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    #[cfg(not(test))]
+    #[cfg(not(any(test, fuzzing)))]
     napi::bindgen_prelude::spawn(task);
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     drop(task);
 }
 
