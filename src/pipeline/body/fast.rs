@@ -1,0 +1,400 @@
+//! The rewrite without building the whole body as a `Value`.
+//!
+//! One validating pass over the text (`scan`) keeps every top-level value, every message and every tool as
+//! a slice of the input; only what changes is parsed (the system message, the last message, the last
+//! tool, `stream_options`) and written anew, everything else is copied through as it came. The result is
+//! the same as `super::apply` on the parsed body, byte for byte for the compact JSON `JSON.stringify`
+//! writes (the tests compare both paths); outside the parts that change, the input's text is kept exactly.
+//! Bodies this path does not take (GLM models without tools, whose texts may be flattened; duplicate keys;
+//! `messages` or `tools` that are not arrays) return `None`, and the caller uses the full path.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::scan::{Scanner, Span};
+
+use super::{
+    first_text, include_usage, is_qwen_family, is_vision_model, truthy, write_json, Kind,
+    OPENCODE_TITLE_PROMPT,
+};
+
+/// A top-level value: as it came, or (`messages`, `tools`) split into its elements.
+enum Field<'a> {
+    Raw(&'a str),
+    List(Vec<&'a str>),
+}
+
+pub(super) struct Body<'a> {
+    fields: Vec<(Cow<'a, str>, Field<'a>)>,
+    /// Lower-cased `model`, "" when absent or not a string.
+    model: String,
+    stream: bool,
+}
+
+impl<'a> Body<'a> {
+    /// `None`: not for this path (see the module comment), or not a JSON object at all.
+    pub(super) fn parse(text: &'a str) -> Option<Body<'a>> {
+        let mut scan = Scanner::new(text);
+        let mut fields: Vec<(Cow<'a, str>, Field<'a>)> = Vec::with_capacity(12);
+        let mut first = true;
+        while let Some((from, to)) = scan.next_key(std::mem::take(&mut first))? {
+            let key = key_text(&text[from..to])?;
+            if fields.iter().any(|(k, _)| *k == key) {
+                return None;
+            }
+            let value = if key == "messages" || key == "tools" {
+                let items = scan.array()?;
+                Field::List(items.into_iter().map(|(a, b)| &text[a..b]).collect())
+            } else {
+                let (a, b) = scan.value()?;
+                Field::Raw(&text[a..b])
+            };
+            fields.push((key, value));
+        }
+        if !scan.at_end() {
+            return None;
+        }
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let model = match field("model") {
+            Some(Field::Raw(raw)) => serde_json::from_str::<Cow<str>>(raw)
+                .map(|m| m.to_ascii_lowercase())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        // GLM without tools may need its texts flattened (`hasFunctionCallingContext` looks at every message):
+        // the full path's job. With tools it is marked like any model.
+        let has_tools = fields
+            .iter()
+            .any(|(k, v)| k == "tools" && matches!(v, Field::List(t) if !t.is_empty()));
+        if model.starts_with("glm-") && !has_tools {
+            return None;
+        }
+        let stream = match field("stream") {
+            Some(Field::Raw(raw)) => truthy(&serde_json::from_str::<Value>(raw).ok()?),
+            _ => false,
+        };
+        Some(Body {
+            fields,
+            model,
+            stream,
+        })
+    }
+
+    fn list(&self, name: &str) -> Option<&[&'a str]> {
+        self.fields.iter().find_map(|(k, v)| match v {
+            Field::List(items) if k == name => Some(items.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// As `super::classify` decides on the parsed body.
+    pub(super) fn kind(&self) -> Kind {
+        let Some(messages) = self.list("messages") else {
+            return Kind::Continuation;
+        };
+        let no_tools = self.list("tools").is_none_or(|t| t.is_empty());
+        if no_tools {
+            if let Some(user) = messages.iter().find(|m| role(m).as_deref() == Some("user")) {
+                let user: Value = serde_json::from_str(user).unwrap_or(Value::Null);
+                if first_text(&user).is_some_and(|t| t.starts_with(OPENCODE_TITLE_PROMPT)) {
+                    return Kind::Title;
+                }
+            }
+        }
+        match messages.last().and_then(role).as_deref() {
+            Some("user") => Kind::Prompt,
+            _ => Kind::Continuation,
+        }
+    }
+
+    /// The rewritten body (as `super::apply` would have it).
+    pub(super) fn write(&self, session_id: &str, prompt_id: &str) -> Option<Vec<u8>> {
+        // Messages to mark: the first system message; when streaming, the last one too.
+        let mut marked: Vec<(usize, Vec<u8>)> = Vec::new();
+        if let Some(messages) = self.list("messages") {
+            let system = messages
+                .iter()
+                .position(|m| role(m).as_deref() == Some("system"));
+            let last = messages.len().checked_sub(1).filter(|_| self.stream);
+            for i in [system, last].into_iter().flatten() {
+                if marked.iter().any(|(j, _)| *j == i) {
+                    continue;
+                }
+                if let Some(message) = mark_message(messages[i])? {
+                    marked.push((i, message.into_bytes()));
+                }
+            }
+        }
+        let last_tool = match self.list("tools") {
+            Some([.., last]) if self.stream && last.starts_with('{') => {
+                Some(with_cache_control(last)?.into_bytes())
+            }
+            _ => None,
+        };
+        let stream_options = match self.fields.iter().find(|(k, _)| k == "stream_options") {
+            _ if !self.stream => None,
+            Some((_, Field::Raw(raw))) => Some(match serde_json::from_str::<Value>(raw).ok()? {
+                Value::Object(mut opts) => {
+                    opts.insert("include_usage".into(), Value::Bool(true));
+                    Value::Object(opts)
+                }
+                _ => include_usage(),
+            }),
+            _ => Some(include_usage()),
+        };
+        let insert_stream_options =
+            self.stream && !self.fields.iter().any(|(k, _)| k == "stream_options");
+
+        // Set in place when present, else appended in this order.
+        let mut extra: Vec<(&str, Value)> = Vec::with_capacity(3);
+        if is_qwen_family(&self.model) {
+            let mut metadata = serde_json::Map::new();
+            metadata.insert("sessionId".into(), Value::String(session_id.into()));
+            metadata.insert("promptId".into(), Value::String(prompt_id.into()));
+            extra.push(("metadata", Value::Object(metadata)));
+        }
+        if is_vision_model(&self.model) {
+            extra.push(("vl_high_resolution_images", Value::Bool(true)));
+        }
+        extra.push(("preserve_thinking", Value::Bool(true)));
+
+        let size: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + field_len(v) + 4)
+            .sum();
+        let mut out = Vec::with_capacity(size + 512);
+        out.push(b'{');
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, k: &str| -> Option<()> {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, k).ok()?;
+            out.push(b':');
+            Some(())
+        };
+        for (k, v) in &self.fields {
+            key(&mut out, k)?;
+            if let Some((_, value)) = extra.iter().find(|(name, _)| name == k) {
+                out.extend(write_json(value)?);
+            } else if k == "stream_options" && stream_options.is_some() {
+                out.extend(write_json(stream_options.as_ref()?)?);
+            } else {
+                match v {
+                    Field::Raw(raw) => out.extend_from_slice(raw.as_bytes()),
+                    Field::List(items) => {
+                        let replaced = |i: usize| -> Option<&[u8]> {
+                            match k.as_ref() {
+                                "messages" => marked
+                                    .iter()
+                                    .find(|(j, _)| *j == i)
+                                    .map(|(_, b)| b.as_slice()),
+                                "tools" if i + 1 == items.len() => last_tool.as_deref(),
+                                _ => None,
+                            }
+                        };
+                        out.push(b'[');
+                        for (i, item) in items.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            out.extend_from_slice(replaced(i).unwrap_or(item.as_bytes()));
+                        }
+                        out.push(b']');
+                    }
+                }
+            }
+            // pipeline.ts sets stream_options right after stream.
+            if k == "stream" && insert_stream_options {
+                key(&mut out, "stream_options")?;
+                out.extend(write_json(&include_usage())?);
+            }
+        }
+        for (name, value) in &extra {
+            if !self.fields.iter().any(|(k, _)| k == name) {
+                key(&mut out, name)?;
+                out.extend(write_json(value)?);
+            }
+        }
+        out.push(b'}');
+        Some(out)
+    }
+}
+
+fn field_len(v: &Field) -> usize {
+    match v {
+        Field::Raw(raw) => raw.len(),
+        Field::List(items) => items.iter().map(|i| i.len() + 1).sum::<usize>() + 2,
+    }
+}
+
+/// `{"type":"ephemeral"}` as `JSON.stringify` writes it.
+const EPHEMERAL: &str = r#"{"type":"ephemeral"}"#;
+
+/// An object's keys and value spans in order, and where its `}` is.
+type Fields<'a> = (Vec<(Cow<'a, str>, Span)>, usize);
+
+/// The fields of an object's text; `None` for anything but an object without repeated keys.
+fn object_fields(text: &str) -> Option<Fields<'_>> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    let (spans, close) = Scanner::new(text).object()?;
+    let mut fields: Vec<(Cow<'_, str>, Span)> = Vec::with_capacity(spans.len());
+    for ((ka, kb), value) in spans {
+        let key = key_text(&text[ka..kb])?;
+        if fields.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        fields.push((key, value));
+    }
+    Some((fields, close))
+}
+
+/// `{...object, cache_control: {type: "ephemeral"}}` on an object's text: an existing `cache_control`
+/// keeps its place, else the key is appended. `None` for repeated keys.
+fn with_cache_control(object: &str) -> Option<String> {
+    let (fields, close) = object_fields(object)?;
+    let mut out = String::with_capacity(object.len() + 48);
+    match fields.iter().find(|(k, _)| k == "cache_control") {
+        Some((_, (a, b))) => {
+            out.push_str(&object[..*a]);
+            out.push_str(EPHEMERAL);
+            out.push_str(&object[*b..]);
+        }
+        None => {
+            out.push_str(&object[..close]);
+            if !fields.is_empty() {
+                out.push(',');
+            }
+            out.push_str(r#""cache_control":"#);
+            out.push_str(EPHEMERAL);
+            out.push_str(&object[close..]);
+        }
+    }
+    Some(out)
+}
+
+/// `super::mark_last_part` on a message's text, splicing instead of rebuilding: `Some(None)` when the
+/// message stays as it is, `None` when this path cannot say (repeated keys).
+fn mark_message(message: &str) -> Option<Option<String>> {
+    if !message.starts_with('{') {
+        return Some(None);
+    }
+    let (fields, _) = object_fields(message)?;
+    let Some((_, (a, b))) = fields.iter().find(|(k, _)| k == "content") else {
+        return Some(None);
+    };
+    let content = &message[*a..*b];
+    let new_content = if content.starts_with('"') {
+        format!(r#"[{{"type":"text","text":{content},"cache_control":{EPHEMERAL}}}]"#)
+    } else if content.starts_with('[') {
+        let parts = Scanner::new(content).array()?;
+        let Some(&(pa, pb)) = parts.last() else {
+            return Some(None);
+        };
+        let part = &content[pa..pb];
+        if !part.starts_with('{') {
+            return Some(None);
+        }
+        format!(
+            "{}{}{}",
+            &content[..pa],
+            with_cache_control(part)?,
+            &content[pb..]
+        )
+    } else {
+        return Some(None);
+    };
+    Some(Some(format!(
+        "{}{}{}",
+        &message[..*a],
+        new_content,
+        &message[*b..]
+    )))
+}
+
+/// A message's `role`, read without building the message (`None` when absent or not a string).
+fn role<'a>(message: &&'a str) -> Option<Cow<'a, str>> {
+    let mut scan = Scanner::new(message);
+    let mut first = true;
+    while let Some((from, to)) = scan.next_key(std::mem::take(&mut first))? {
+        let (a, b) = scan.value()?;
+        if key_text(&message[from..to])? == "role" {
+            let value = &message[a..b];
+            return value.starts_with('"').then(|| key_text(value)).flatten();
+        }
+    }
+    None
+}
+
+/// The text of a string token (quotes included): borrowed unless it has escapes.
+fn key_text(token: &str) -> Option<Cow<'_, str>> {
+    let inner = token.get(1..token.len().checked_sub(1)?)?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(token).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the time goes (release): `cargo test --release --lib body::fast::tests::stages -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn stages() {
+        let body = String::from_utf8(super::super::tests::opencode_body(100 * 1024)).unwrap();
+        // The fastest of 30 batches: the machine is shared, and noise only ever adds time.
+        let time = |what: &str, f: &dyn Fn()| {
+            let best = (0..30)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    for _ in 0..20 {
+                        f();
+                    }
+                    t.elapsed().as_secs_f64() * 1e6 / 20.0
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!("{what}: {best:.1} us");
+        };
+        time("utf8", &|| {
+            std::hint::black_box(
+                std::str::from_utf8(std::hint::black_box(body.as_bytes())).unwrap(),
+            );
+        });
+        time("ignored", &|| {
+            std::hint::black_box(
+                serde_json::from_str::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap(),
+            );
+        });
+        time("blocks", &|| {
+            std::hint::black_box(super::super::strings::blocks(std::hint::black_box(
+                body.as_bytes(),
+            )));
+        });
+        time("scan", &|| {
+            let mut s = Scanner::new(std::hint::black_box(&body));
+            std::hint::black_box(s.value().unwrap());
+        });
+        time("parse", &|| {
+            std::hint::black_box(Body::parse(std::hint::black_box(&body)).unwrap());
+        });
+        let b = Body::parse(&body).unwrap();
+        time("kind", &|| {
+            std::hint::black_box(b.kind());
+        });
+        time("write", &|| {
+            std::hint::black_box(b.write("s", "p").unwrap());
+        });
+        time("value", &|| {
+            std::hint::black_box(
+                serde_json::from_str::<Value>(std::hint::black_box(&body)).unwrap(),
+            );
+        });
+    }
+}
