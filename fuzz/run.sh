@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every cargo-fuzz target for SECONDS each (default 60), one after the other, starting from the committed
-# seeds (fuzz/seeds/<target>, read-only) and the local corpus (fuzz/corpus/<target>, grows, not committed).
+# Run every cargo-fuzz target for SECONDS each (default 60), one after the other, on the local corpus
+# (fuzz/corpus/<target>, not committed; it starts from the committed seeds in fuzz/seeds/<target> and grows).
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
@@ -32,10 +32,13 @@ fi
 failed=()
 summary=()
 for t in "${targets[@]}"; do
+  # libFuzzer adds what it finds to the corpus directories it is given: start the local corpus from the
+  # seeds and give it only that one, so the committed seeds never change.
   mkdir -p "corpus/$t"
+  cp -n "seeds/$t"/* "corpus/$t"/ 2>/dev/null || true
   log="$(mktemp)"
   echo "== $t for ${seconds}s"
-  "${fuzz[@]}" run -O "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1
+  "${fuzz[@]}" run -O "$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1
   rc=$?
   runs=$(grep -o '^stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
   if [ $rc -ne 0 ]; then
