@@ -120,8 +120,13 @@ impl Credentials {
                 if ms == 0.0 {
                     return Err(invalid("\"expiry_date\" is 0".into()));
                 }
-                // Saturating cast; fractional milliseconds are dropped.
-                ms as i64
+                // Saturating cast; fractional milliseconds are dropped, but a value in (-1, 1) must not
+                // become 0: the file we write from it would be one that neither we nor the CLI accept.
+                match ms as i64 {
+                    0 if ms > 0.0 => 1,
+                    0 => -1,
+                    v => v,
+                }
             }
             Some(_) => return Err(invalid("\"expiry_date\" is not a number".into())),
             None => return Err(invalid("\"expiry_date\" is missing".into())),
@@ -638,6 +643,14 @@ mod tests {
                 .expiry_date,
             1764876220290
         );
+        // Found by fuzzing (creds_parse): a truthy fraction must stay truthy, so what we write back parses.
+        for (json, ms) in [("0.2", 1), ("-0.5", -1), ("5e-324", 1)] {
+            let c = ok(&format!("{{{base},\"expiry_date\":{json}}}")).unwrap();
+            assert_eq!(c.expiry_date, ms, "{json}");
+            let again =
+                Credentials::parse(c.to_cli_json(KeyOrder::Refresh).as_bytes(), Path::new("x"));
+            assert_eq!(again.unwrap(), c);
+        }
     }
 
     #[test]
