@@ -357,7 +357,15 @@ impl TokenManager {
                 _ => return,
             }
         };
-        let _lock = match lock::acquire(&self.settings.lock_path()).await {
+        // One quick try (a stale lock is still broken): a lock held by a live process must not stall the
+        // request this runs before; the next call tries again.
+        let quick = lock::LockTiming {
+            attempts: 2,
+            initial_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            ..lock::LockTiming::CLI
+        };
+        let _lock = match lock::acquire_with(&self.settings.lock_path(), quick).await {
             Ok(l) => l,
             Err(e) => {
                 debug_log!(
@@ -609,6 +617,28 @@ mod tests {
         assert_eq!(store.load().unwrap().unwrap().0, fresh);
         assert!(!tm.shared.state().unsaved);
         assert!(!h.join("oauth_creds.lock").exists());
+        fs::remove_dir_all(h).unwrap();
+    }
+
+    #[tokio::test]
+    async fn retrying_a_save_does_not_wait_for_a_live_lock() {
+        let h = home("unsaved-locked");
+        let store = CredentialStore::new(h.clone());
+        let old = creds("old", now_ms() - 1000);
+        store.save(&old, KeyOrder::DeviceFlow).unwrap();
+        let tm = for_settings(&settings(&h));
+        tm.current().unwrap();
+        let fresh = creds("fresh", now_ms() + 3_600_000);
+        fake_unsaved_refresh(&tm, &fresh);
+        fs::write(h.join("oauth_creds.lock"), "held-by-a-live-process").unwrap();
+        // Served from memory without waiting out the lock (waiting would take the CLI's ~29 s and end in
+        // a lock timeout inside the retry); saved once the lock is free.
+        assert_eq!(tm.valid_credentials(false, None).await.unwrap(), fresh);
+        assert_eq!(store.load().unwrap().unwrap().0, old);
+        assert!(tm.shared.state().unsaved);
+        fs::remove_file(h.join("oauth_creds.lock")).unwrap();
+        assert_eq!(tm.valid_credentials(false, None).await.unwrap(), fresh);
+        assert_eq!(store.load().unwrap().unwrap().0, fresh);
         fs::remove_dir_all(h).unwrap();
     }
 
