@@ -240,13 +240,27 @@ test('an abort during the pacing wait ends it at once and nothing is sent', asyn
   const { mock, opts, url } = await setup({ options: { minIntervalMs: 30_000, jitterMinMs: 0, jitterMaxMs: 0 } })
   const client = api.createClient(opts, { apiKey: CODING_KEY })
   await (await client.fetch(url, chatInit())).arrayBuffer() // takes the slot; the next one must wait 30 s
+  const statePath = path.join(opts.qwenHome, 'opencode_qwen_pacing.json')
+  const nextStart = () => {
+    try {
+      return JSON.parse(fs.readFileSync(statePath, 'utf8')).next_start_ms
+    } catch {
+      return NaN // rewritten in place under an OS lock: an unlocked read may catch it half-written
+    }
+  }
+  await until(() => nextStart() > 0, 'the first slot in the state file')
+  const booked = nextStart()
   const ac = new AbortController()
   const pending = client.fetch(url, chatInit({ signal: ac.signal }))
-  await mock.waitForRequests(CHAT, 1)
+  // Abort once the second request holds its slot, i.e. sleeps in the pacing wait.
+  await until(() => nextStart() >= booked + 30_000, 'the second slot to be reserved')
   ac.abort()
   const err = await rejection(pending)
   assert.equal(err?.name, 'AbortError')
   assert.equal(chats(mock).length, 1, 'the aborted request never reached the server')
+  // fetch rejects at once; the native side gives the slot back just after. Wait for it, so that the cleanup
+  // does not race that write.
+  await until(() => nextStart() === booked, 'the unused slot to be given back')
 })
 
 // ─── the plugin: auth method, loader, toasts ───────────────────────────────────────────────────────
