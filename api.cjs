@@ -4,6 +4,9 @@
 // onto a native request whose body comes back as a web ReadableStream.
 
 const binding = loadBinding()
+// With pacing off, requests are counted in memory and written to the state file in the background; write
+// the rest when the process ends (natural end or process.exit(), Node and Bun alike).
+process.once('exit', () => binding.flushQuota?.())
 
 /** The generated loader picks the platform package (musl detected); say plainly which platform lacks one. */
 function loadBinding() {
@@ -322,6 +325,8 @@ module.exports = {
   checkApiKey: (key, endpoint) => binding.checkApiKey(String(key ?? ''), String(endpoint ?? '')),
   defaultApiKeyEndpoint: (key) => binding.defaultApiKeyEndpoint(String(key ?? '')),
   /** The machine-wide quota view from the pacing state file: { minute, today, dailyLimit, dayResetsAt, last429 }. */
+  /** Write the requests counted in memory (pacing off) to the state file now; also done at process exit. */
+  flushQuota: () => binding.flushQuota(),
   quotaStatus: (options) => quotaView(call(() => binding.quotaStatus(normalizeOptions(options)))),
   /** Where this configuration keeps its files: { qwenHome, credentials, lock, state }. */
   qwenPaths: (options) => call(() => binding.qwenPaths(normalizeOptions(options))),

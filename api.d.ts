@@ -126,8 +126,10 @@ export interface QwenPaths {
   state: string
 }
 
-/** The quota view from the state file (creates nothing). */
+/** The quota view from the state file (creates nothing), plus this process's requests not written yet. */
 export function quotaStatus(options?: QwenOptions): QuotaStatus
+/** Write the requests this process counted in memory (pacing off) to the state file now; also done at exit. */
+export function flushQuota(): void
 export function qwenPaths(options?: QwenOptions): QwenPaths
 /** Deletes `oauth_creds.json` under its lock (this logs the Qwen Code CLI out too); true when there was a file. */
 export function removeCredentials(options?: QwenOptions): Promise<boolean>

@@ -83,6 +83,12 @@ export interface CredentialsInfo {
 /** The endpoint for a stored key whose login names none: the China endpoint of the key's plan. */
 export declare function defaultApiKeyEndpoint(key: string): string
 
+/**
+ * Write the requests this process counted in memory (pacing off) to the state file now. Also runs at
+ * process exit (api.cjs hooks `process` 'exit'; the C runtime's `atexit` too, where the host calls it).
+ */
+export declare function flushQuota(): void
+
 /** Credentials with a valid access token, refreshed (once per machine) when needed. */
 export declare function getValidCredentials(options?: QwenOptions | undefined | null, forceRefresh?: boolean | undefined | null): Promise<CredentialsInfo>
 

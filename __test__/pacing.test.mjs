@@ -131,7 +131,9 @@ test('pacing 0/0 disables it: no slot is ever reserved, the state file only coun
     await r.arrayBuffer()
   }
   assert.equal(mock.requestsTo(CHAT).length, 5)
-  // The quota view (src/quota.rs) counts in the same file; pacing's own fields stay untouched.
+  // The quota view (src/quota.rs) counts in the same file, in the background with pacing off (flushQuota
+  // writes what is still in memory); pacing's own fields stay untouched.
+  api.flushQuota()
   const state = JSON.parse(fs.readFileSync(path.join(qwenHome, 'opencode_qwen_pacing.json'), 'utf8'))
   assert.equal(state.next_start_ms, 0, 'no slot was reserved')
   assert.equal(state.last_start_ms, 0, 'no start was confirmed')

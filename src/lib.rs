@@ -264,6 +264,13 @@ pub fn quota_status(options: Option<QwenOptions>) -> Result<QuotaStatus> {
     Ok(quota::status(&s)?.into())
 }
 
+/// Write the requests this process counted in memory (pacing off) to the state file now. Also runs at
+/// process exit (api.cjs hooks `process` 'exit'; the C runtime's `atexit` too, where the host calls it).
+#[napi]
+pub fn flush_quota() {
+    quota::flush();
+}
+
 /// Where this configuration keeps its files.
 #[napi(object)]
 pub struct QwenPaths {

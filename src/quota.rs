@@ -1,7 +1,11 @@
 //! Local quota view: how many requests this machine sent this minute and today, and the last 429 with its
 //! reason. The counts live in the pacing state file (`pipeline::pacing`), updated under the same OS lock in
-//! the same critical section as the pacing slot, so every process of the user counts into one place; with
-//! pacing off the file is still updated per request, just without any waiting.
+//! the same critical section as the pacing slot, so every process of the user counts into one place. With
+//! pacing off a request only counts itself in memory (`count_request`): a file write per request (OS lock,
+//! read, write; ~300 µs, and concurrent requests queue on the lock) cost more than the request itself. One
+//! writer per state file then adds the counted deltas to the file in the background, a whole batch per
+//! locked step; `flush()` (also run at process exit) writes what is left. The views of this process add the
+//! deltas not yet in the file, so they never lag behind its own requests.
 //!
 //! - *This minute* is the calendar minute (hh:mm:00 to hh:mm:59), not a rolling window: one counter, no list
 //!   of timestamps in the file.
@@ -13,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +111,24 @@ impl Counts {
         *self
     }
 
+    /// Add `n` requests sent in the minute starting at `minute_ms`, counted earlier and written now. Counters
+    /// of a later minute / day than that stay as they are (those requests are not this minute's or today's);
+    /// so batches from several processes can arrive in any order.
+    pub fn add(&mut self, minute_ms: u64, n: u32) {
+        use std::cmp::Ordering::*;
+        match minute_ms.cmp(&self.minute_start_ms) {
+            Greater => (self.minute_start_ms, self.minute) = (minute_ms, n),
+            Equal => self.minute = self.minute.saturating_add(n),
+            Less => {}
+        }
+        let day = beijing_day_start(minute_ms);
+        match day.cmp(&self.day_start_ms) {
+            Greater => (self.day_start_ms, self.today) = (day, n),
+            Equal => self.today = self.today.saturating_add(n),
+            Less => {}
+        }
+    }
+
     pub fn record_429(&mut self, now_ms: u64, reason: Reason, retry_after_ms: Option<u64>) -> Counts {
         self.last_429 = Some(Last429 { at_ms: now_ms, reason, retry_after_ms });
         *self
@@ -158,52 +180,220 @@ pub fn now_ms() -> u64 {
 }
 
 /// The quota view from the state file (read under a shared lock; a missing file is all zeros and is not
-/// created).
+/// created), plus what this process counted that is not in the file yet.
 pub fn status(settings: &Settings) -> Result<Status> {
     let path = settings.pacing_path();
+    // Read with no batch of ours on its way into the file (and none can start while we hold the map), so
+    // the file holds each delta of this process either fully or not at all; `current` adds the rest.
+    let mut map = local();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while map.get(&path).is_some_and(|l| !l.writing.is_empty()) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            break;
+        };
+        map = WRITTEN.wait_timeout(map, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
     let counts = pacing::read_state(&path)?.map(|s| s.quota).unwrap_or_default();
-    observe(&path, counts);
-    Ok(counts.view(now_ms(), settings.daily_limit))
+    let l = map.entry(path).or_default();
+    l.observe(counts);
+    Ok(l.current().unwrap_or_default().view(now_ms(), settings.daily_limit))
 }
 
-/// The newest counts this process has seen for the state file of `settings`, without touching the file
-/// (the plugin checks them after every request); None before the first request.
+/// The newest counts this process has seen for the state file of `settings`, with its own not yet written,
+/// without touching the file (the plugin checks them after every request); None before the first request.
 pub fn latest(settings: &Settings) -> Option<Status> {
-    let map = LATEST.lock().unwrap_or_else(|e| e.into_inner());
-    let counts = map.as_ref()?.get(&settings.pacing_path())?;
+    let map = local();
+    let counts = map.get(&settings.pacing_path())?.current()?;
     Some(counts.view(now_ms(), settings.daily_limit))
 }
 
-static LATEST: Mutex<Option<HashMap<PathBuf, Counts>>> = Mutex::new(None);
+/// Requests counted in memory, not yet in the file: `(minute start, n)`, oldest first (usually one entry).
+type Deltas = Vec<(u64, u32)>;
 
-/// Remember counts just read or written. Concurrent requests may report out of order: keep the newer.
-pub fn observe(path: &Path, counts: Counts) {
-    let mut map = LATEST.lock().unwrap_or_else(|e| e.into_inner());
-    let map = map.get_or_insert_with(HashMap::new);
-    match map.get_mut(path) {
-        Some(seen) => {
-            let last_429 = match (seen.last_429, counts.last_429) {
-                (Some(a), Some(b)) => Some(if b.at_ms >= a.at_ms { b } else { a }),
-                (a, b) => b.or(a),
-            };
-            if counts.newer_or_equal(seen) {
-                *seen = counts;
+/// What this process knows about one state file.
+#[derive(Default)]
+struct Local {
+    /// The newest counts read from or written to the file.
+    seen: Option<Counts>,
+    /// Counted, waiting for the writer.
+    pending: Deltas,
+    /// Taken by a writer, being added to the file now.
+    writing: Deltas,
+    /// A writer task runs for this file (one at most).
+    writer: bool,
+}
+
+impl Local {
+    /// Remember counts just read or written. Concurrent requests may report out of order: keep the newer.
+    fn observe(&mut self, counts: Counts) {
+        match &mut self.seen {
+            Some(seen) => {
+                let last_429 = match (seen.last_429, counts.last_429) {
+                    (Some(a), Some(b)) => Some(if b.at_ms >= a.at_ms { b } else { a }),
+                    (a, b) => b.or(a),
+                };
+                if counts.newer_or_equal(seen) {
+                    *seen = counts;
+                }
+                seen.last_429 = last_429;
             }
-            seen.last_429 = last_429;
+            None => self.seen = Some(counts),
         }
-        None => {
-            map.insert(path.to_path_buf(), counts);
+    }
+
+    /// The file's counts as far as seen plus the deltas not in it yet; None when there is nothing at all.
+    fn current(&self) -> Option<Counts> {
+        if self.seen.is_none() && self.pending.is_empty() && self.writing.is_empty() {
+            return None;
         }
+        let mut c = self.seen.unwrap_or_default();
+        for &(minute, n) in self.writing.iter().chain(&self.pending) {
+            c.add(minute, n);
+        }
+        Some(c)
     }
 }
 
+static LOCAL: LazyLock<Mutex<HashMap<PathBuf, Local>>> = LazyLock::new(Default::default);
+/// Signalled whenever a batch has been written (`flush` waits for the writers on it).
+static WRITTEN: Condvar = Condvar::new();
+
+/// A panic elsewhere never stops the counting: the data stays usable.
+fn local() -> MutexGuard<'static, HashMap<PathBuf, Local>> {
+    LOCAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remember counts just read or written for the state file at `path`.
+pub fn observe(path: &Path, counts: Counts) {
+    local().entry(path.to_path_buf()).or_default().observe(counts);
+}
+
+/// Count one request sent now (pacing off), in memory: no file access on the request's path. Starts the
+/// file's writer when none runs; a running one picks the delta up with its next batch.
+pub fn count_request(path: &Path) {
+    let minute = minute_start(now_ms());
+    let mut map = local();
+    let l = match map.get_mut(path) {
+        Some(l) => l,
+        None => map.entry(path.to_path_buf()).or_default(),
+    };
+    match l.pending.last_mut() {
+        Some((m, n)) if *m == minute => *n = n.saturating_add(1),
+        _ => l.pending.push((minute, 1)),
+    }
+    if !l.writer {
+        l.writer = true;
+        drop(map);
+        spawn_writer(path.to_path_buf());
+    }
+}
+
+/// How long the writer gathers counts before each write; other processes see them this much later.
+const LINGER: Duration = Duration::from_millis(20);
+
+fn spawn_writer(path: PathBuf) {
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn` with the C runtime; it catches every panic itself.
+        unsafe { atexit(flush_at_exit) };
+    });
+    let run = move || write_pending(&path);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(run)),
+        // Outside the runtime (unit tests): a thread of its own.
+        Err(_) => drop(std::thread::spawn(run)),
+    }
+}
+
+/// The writer of one state file: hands the pending deltas over and adds them to the file in one locked
+/// step, until nothing is pending. Requests counted meanwhile make up the next batch.
+fn write_pending(path: &Path) {
+    loop {
+        // Let a burst of requests gather into one batch: each write costs a few hundred µs of CPU that the
+        // requests themselves would otherwise compete for. `flush` does not wait for this.
+        std::thread::sleep(LINGER);
+        let batch = {
+            let mut map = local();
+            let Some(l) = map.get_mut(path) else { return };
+            if l.pending.is_empty() {
+                l.writer = false;
+                return;
+            }
+            l.writing = std::mem::take(&mut l.pending);
+            l.writing.clone()
+        };
+        write_batch(path, &batch);
+    }
+}
+
+/// Add `batch` (already moved to `writing`) to the file, then settle it. Best effort: a state file that
+/// cannot be written drops the batch (logged), as a failed per-request write did before.
+fn write_batch(path: &Path, batch: &Deltas) {
+    let result = pacing::with_state(path, |s| {
+        for &(minute, n) in batch {
+            s.quota.add(minute, n);
+        }
+        Ok(s.quota)
+    });
+    let mut map = local();
+    if let Some(l) = map.get_mut(path) {
+        l.writing.clear();
+        match result {
+            Ok(counts) => l.observe(counts),
+            Err(e) => debug_log!(
+                "quota: {} request(s) not counted in the state file: {e}",
+                batch.iter().map(|b| b.1).sum::<u32>()
+            ),
+        }
+    }
+    drop(map);
+    WRITTEN.notify_all();
+}
+
+/// Write every count of this process to its state file now: waits (at most `FLUSH_WAIT`) for batches being
+/// written, then writes what is pending itself. Run at process exit; `flushQuota()` for tools that want
+/// the file current at a chosen moment.
+pub fn flush() {
+    const FLUSH_WAIT: Duration = Duration::from_secs(2);
+    let deadline = Instant::now() + FLUSH_WAIT;
+    let mut map = local();
+    while map.values().any(|l| !l.writing.is_empty()) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            break;
+        };
+        map = WRITTEN.wait_timeout(map, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    let batches: Vec<(PathBuf, Deltas)> = map
+        .iter_mut()
+        .filter(|(_, l)| !l.pending.is_empty() && l.writing.is_empty())
+        .map(|(p, l)| {
+            l.writing = std::mem::take(&mut l.pending);
+            (p.clone(), l.writing.clone())
+        })
+        .collect();
+    drop(map);
+    for (path, batch) in batches {
+        write_batch(&path, &batch);
+    }
+}
+
+extern "C" {
+    fn atexit(cb: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+/// Normal process exit (Node and Bun end through the C runtime's `exit`): counts still in memory go to the file.
+extern "C" fn flush_at_exit() {
+    let _ = std::panic::catch_unwind(flush);
+}
 /// Record a 429 in the state file. Best effort: the request's outcome never depends on it.
 pub async fn record_429(settings: &Settings, reason: Reason, retry_after: Option<Duration>) {
     let path = settings.pacing_path();
     let at = now_ms();
     let retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
     let p = path.clone();
-    let task = tokio::task::spawn_blocking(move || pacing::with_state(&p, |s| Ok(s.quota.record_429(at, reason, retry_after_ms))));
+    let task = tokio::task::spawn_blocking(move || {
+        pacing::with_state(&p, |s| Ok(s.quota.record_429(at, reason, retry_after_ms)))
+    });
     match task.await {
         Ok(Ok(counts)) => observe(&path, counts),
         Ok(Err(e)) => debug_log!("quota: could not record the 429: {e}"),
@@ -314,11 +504,54 @@ mod tests {
         let mut c = Counts::default();
         let first = c.record_request(t);
         let second = c.record_request(t);
-        let with_429 = Counts { last_429: Some(Last429 { at_ms: t, reason: Reason::RateLimit, retry_after_ms: None }), ..first };
+        let with_429 =
+            Counts { last_429: Some(Last429 { at_ms: t, reason: Reason::RateLimit, retry_after_ms: None }), ..first };
         observe(&settings.pacing_path(), second);
         observe(&settings.pacing_path(), with_429);
         let seen = latest(&settings).unwrap();
         assert_eq!(seen.today, 2, "the older count does not win");
         assert_eq!(seen.last_429.map(|l| l.reason), Some(Reason::RateLimit), "but its 429 is kept");
+    }
+
+    #[test]
+    fn add_counts_deltas_into_their_own_minute_and_day_whatever_order_batches_arrive_in() {
+        let t = beijing(2026, 5, 1, 23, 59, 10);
+        let (m1, m2) = (minute_start(t), minute_start(t) + MINUTE_MS); // 23:59 and 00:00 of the next day
+        let mut c = Counts::default();
+        c.add(m2, 2);
+        c.add(m1, 5); // an older batch from another process: yesterday's, not this minute's
+        assert_eq!(c.view(m2 + 1, 1000).minute, 2);
+        assert_eq!(c.view(m2 + 1, 1000).today, 2);
+        let mut d = Counts::default();
+        d.add(m1, 5);
+        d.add(m2, 2);
+        assert_eq!(c, d, "same result in either order");
+        d.add(m2, 1);
+        assert_eq!((d.minute, d.today), (3, 3));
+    }
+
+    #[test]
+    fn counts_in_memory_are_seen_at_once_and_flushed_to_the_file_exactly() {
+        let home = std::env::temp_dir().join(format!("quota-flush-{}-{}", std::process::id(), now_ms()));
+        let settings = Settings { qwen_home: home.clone(), ..Settings::resolve(&Default::default()).unwrap() };
+        let path = settings.pacing_path();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || (0..25).for_each(|_| count_request(&p)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(latest(&settings).unwrap().today, 100, "this process sees its own requests before any write");
+        assert_eq!(status(&settings).unwrap().today, 100, "the status adds what is not in the file yet");
+        flush();
+        let file = pacing::read_state(&path).unwrap().unwrap().quota;
+        assert_eq!(file.view(now_ms(), 1000).today, 100, "every count reached the file, none twice");
+        assert_eq!(status(&settings).unwrap().today, 100);
+        // The writer is done: counting again starts a new one.
+        count_request(&path);
+        flush();
+        assert_eq!(pacing::read_state(&path).unwrap().unwrap().quota.view(now_ms(), 1000).today, 101);
+        std::fs::remove_dir_all(&home).unwrap();
     }
 }

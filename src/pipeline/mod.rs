@@ -116,8 +116,6 @@ impl Pipeline {
                 _ = cancel.cancelled() => return Err(Error::Aborted),
                 r = builder.send() => r,
             };
-            // With pacing off the request counts itself while it is on its way; done by now.
-            turn.counted().await;
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) if e.is_builder() => return Err(Error::invalid_arg("request", e.to_string())),

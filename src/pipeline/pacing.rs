@@ -10,8 +10,8 @@
 //!    punctual one would put two starts closer than the gap.
 //!
 //! The same file (key `quota`) holds the local quota view's counters (`crate::quota`): a request is
-//! counted in the *confirm* step, under the same lock. With pacing off there is no waiting, but each
-//! request still counts itself in the file, while it goes out (see `Turn::counted`).
+//! counted in the *confirm* step, under the same lock. With pacing off there is no waiting and no file
+//! access on the request's path: it counts itself in memory (`quota::count_request`), flushed in batches.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -109,36 +109,18 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A request's turn: how long it waited, and (pacing off) its count still being written.
+/// A request's turn.
 pub struct Turn {
+    /// How long it waited for its slot.
     pub waited: Duration,
-    counting: Option<(PathBuf, tokio::task::JoinHandle<Result<quota::Counts>>)>,
-}
-
-impl Turn {
-    /// Wait until this request is counted in the state file. With pacing on that happened before the turn
-    /// was given; with pacing off the file is written while the request goes out, so await this after
-    /// sending. A state file that cannot be written never fails the request.
-    pub async fn counted(self) {
-        let Some((path, task)) = self.counting else { return };
-        match task.await {
-            Ok(Ok(counts)) => quota::observe(&path, counts),
-            Ok(Err(e)) => debug_log!("quota: request not counted: {e}"),
-            Err(e) => debug_log!("quota: request not counted: {e}"),
-        }
-    }
 }
 
 /// Wait for this process's turn. Returns how long it waited. No waiting when pacing is disabled; the
-/// request is counted either way.
+/// request is counted either way (pacing off: in memory, written to the file in the background).
 pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Result<Turn> {
     if !settings.pacing_enabled() {
-        let path = settings.pacing_path();
-        let p = path.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            with_state(&p, |state| Ok(state.quota.record_request(quota::now_ms())))
-        });
-        return Ok(Turn { waited: Duration::ZERO, counting: Some((path, task)) });
+        quota::count_request(&settings.pacing_path());
+        return Ok(Turn { waited: Duration::ZERO });
     }
     if cancel.is_cancelled() {
         return Err(Error::Aborted);
@@ -176,7 +158,7 @@ pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Resul
                         quota::observe(&path, counts);
                         // __test__/pacing.test.mjs reads this line to check gaps across processes.
                         debug_log!("pacing: start at {started} ms, waited {} ms, gap {gap} ms", waited.as_millis());
-                        return Ok(Turn { waited, counting: None });
+                        return Ok(Turn { waited });
                     }
                     Ok(Err(ms)) => Duration::from_millis(ms),
                     Err(e) => {
