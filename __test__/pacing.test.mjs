@@ -24,7 +24,11 @@ async function setup() {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })
   cleanups.push(() => mock.close())
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-pacing-'))
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  cleanups.push(() => {
+    // Counts of this process are written in the background (pacing off); let them land before removing the dir.
+    api.flushQuota()
+    fs.rmSync(tmp, { recursive: true, force: true })
+  })
   // Not created yet: the pacing code must create it (0700).
   const qwenHome = path.join(tmp, 'qwen-home')
   return { mock, qwenHome, url: `${mock.url}${CHAT}` }

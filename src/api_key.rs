@@ -58,18 +58,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
 ];
 
 /// The exact menu path to the API-key login, quoted in every message that sends the user there.
-pub const LOGIN_CHOICE: &str =
-    "`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)";
+pub const LOGIN_CHOICE: &str = "`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)";
 
 const CODING_PLAN_PREFIX: &str = "sk-sp-";
 const DASHSCOPE_PREFIX: &str = "sk-";
 
 fn host_of(url: &str) -> Option<String> {
-    let host = Url::parse(url)
-        .ok()?
-        .host_str()?
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = Url::parse(url).ok()?.host_str()?.trim_end_matches('.').to_ascii_lowercase();
     Some(host)
 }
 
@@ -109,11 +104,7 @@ fn key_plan(key: &str) -> Plan {
 /// CLI's defaults for both presets).
 pub fn default_endpoint(key: &str) -> &'static str {
     let plan = key_plan(key);
-    ENDPOINTS
-        .iter()
-        .find(|e| e.plan == plan)
-        .map(|e| e.url)
-        .unwrap_or(ENDPOINTS[0].url)
+    ENDPOINTS.iter().find(|e| e.plan == plan).map(|e| e.url).unwrap_or(ENDPOINTS[0].url)
 }
 
 /// The endpoint's name as the login menu shows it, else its URL.
@@ -131,7 +122,9 @@ pub fn endpoint_name(url: &str) -> String {
 pub fn check_key(key: &str, endpoint: &str) -> Option<String> {
     let key = key.trim();
     if key.is_empty() {
-        return Some("Paste your Qwen API key (Coding Plan keys start with \"sk-sp-\", DashScope keys with \"sk-\").".into());
+        return Some(
+            "Paste your Qwen API key (Coding Plan keys start with \"sk-sp-\", DashScope keys with \"sk-\").".into(),
+        );
     }
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Some("The API key contains spaces or line breaks; paste the key alone.".into());
@@ -153,9 +146,7 @@ pub fn check_key(key: &str, endpoint: &str) -> Option<String> {
 
 /// Whether an error body is the Coding Plan's 405 "Coding Plan is currently only available for Coding Agents".
 pub fn is_coding_agents_only(body: &[u8]) -> bool {
-    String::from_utf8_lossy(body)
-        .to_ascii_lowercase()
-        .contains("only available for coding agents")
+    String::from_utf8_lossy(body).to_ascii_lowercase().contains("only available for coding agents")
 }
 
 #[cfg(test)]
@@ -181,66 +172,29 @@ mod tests {
 
     #[test]
     fn plan_from_host_then_from_key() {
-        assert_eq!(
-            known_plan("https://coding.dashscope.aliyuncs.com/v1/chat/completions"),
-            Some(Plan::CodingPlan)
-        );
-        assert_eq!(
-            known_plan("https://CODING-INTL.dashscope.aliyuncs.com./v1"),
-            Some(Plan::CodingPlan)
-        );
-        assert_eq!(
-            known_plan("https://dashscope-us.aliyuncs.com/compatible-mode/v1"),
-            Some(Plan::DashScope)
-        );
-        assert_eq!(
-            known_plan("https://cn-hongkong.dashscope.aliyuncs.com/compatible-mode/v1"),
-            Some(Plan::DashScope)
-        );
+        assert_eq!(known_plan("https://coding.dashscope.aliyuncs.com/v1/chat/completions"), Some(Plan::CodingPlan));
+        assert_eq!(known_plan("https://CODING-INTL.dashscope.aliyuncs.com./v1"), Some(Plan::CodingPlan));
+        assert_eq!(known_plan("https://dashscope-us.aliyuncs.com/compatible-mode/v1"), Some(Plan::DashScope));
+        assert_eq!(known_plan("https://cn-hongkong.dashscope.aliyuncs.com/compatible-mode/v1"), Some(Plan::DashScope));
         assert_eq!(known_plan("http://127.0.0.1:8080/v1"), None);
         assert_eq!(known_plan("https://coding.example.com/v1"), None);
         assert_eq!(known_plan("not a url"), None);
-        assert_eq!(
-            plan_for("http://127.0.0.1:8080/v1", "sk-sp-abc"),
-            Plan::CodingPlan
-        );
-        assert_eq!(
-            plan_for("http://127.0.0.1:8080/v1", "sk-abc"),
-            Plan::DashScope
-        );
+        assert_eq!(plan_for("http://127.0.0.1:8080/v1", "sk-sp-abc"), Plan::CodingPlan);
+        assert_eq!(plan_for("http://127.0.0.1:8080/v1", "sk-abc"), Plan::DashScope);
         // The endpoint wins over the key: a mismatch is reported, not silently re-planned.
-        assert_eq!(
-            plan_for(
-                "https://dashscope.aliyuncs.com/compatible-mode/v1",
-                "sk-sp-abc"
-            ),
-            Plan::DashScope
-        );
+        assert_eq!(plan_for("https://dashscope.aliyuncs.com/compatible-mode/v1", "sk-sp-abc"), Plan::DashScope);
     }
 
     #[test]
     fn coding_plan_wants_sk_sp_keys() {
         let cp = "https://coding.dashscope.aliyuncs.com/v1";
         assert_eq!(check_key("sk-sp-0123456789abcdef", cp), None);
-        assert_eq!(
-            check_key("  sk-sp-0123456789abcdef\n", cp),
-            None,
-            "surrounding whitespace is trimmed"
-        );
+        assert_eq!(check_key("  sk-sp-0123456789abcdef\n", cp), None, "surrounding whitespace is trimmed");
         let m = check_key("sk-0123456789abcdef", cp).unwrap();
-        assert!(
-            m.contains("Coding Plan API keys start with \"sk-sp-\""),
-            "{m}"
-        );
-        assert!(
-            m.contains("Coding Plan China (https://coding.dashscope.aliyuncs.com/v1)"),
-            "{m}"
-        );
+        assert!(m.contains("Coding Plan API keys start with \"sk-sp-\""), "{m}");
+        assert!(m.contains("Coding Plan China (https://coding.dashscope.aliyuncs.com/v1)"), "{m}");
         assert!(m.contains("DashScope"), "{m}");
-        assert!(
-            !m.contains("0123456789abcdef"),
-            "the key never appears: {m}"
-        );
+        assert!(!m.contains("0123456789abcdef"), "the key never appears: {m}");
     }
 
     #[test]
@@ -248,10 +202,7 @@ mod tests {
         let ds = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1";
         assert_eq!(check_key("sk-0123456789abcdef", ds), None);
         let m = check_key("sk-sp-0123456789abcdef", ds).unwrap();
-        assert!(
-            m.contains("Coding Plan key") && m.contains("DashScope Singapore"),
-            "{m}"
-        );
+        assert!(m.contains("Coding Plan key") && m.contains("DashScope Singapore"), "{m}");
         let m = check_key("AKIA0123456789", ds).unwrap();
         assert!(m.contains("DashScope API keys start with \"sk-\""), "{m}");
         assert!(!m.contains("AKIA0123456789"), "{m}");
@@ -260,13 +211,9 @@ mod tests {
     #[test]
     fn empty_or_broken_keys_are_refused_everywhere() {
         for endpoint in [ENDPOINTS[0].url, ENDPOINTS[2].url, "http://127.0.0.1:9/v1"] {
-            assert!(check_key("", endpoint)
-                .unwrap()
-                .contains("Paste your Qwen API key"));
+            assert!(check_key("", endpoint).unwrap().contains("Paste your Qwen API key"));
             assert!(check_key("  ", endpoint).is_some());
-            assert!(check_key("sk-sp-ab cd", endpoint)
-                .unwrap()
-                .contains("spaces"));
+            assert!(check_key("sk-sp-ab cd", endpoint).unwrap().contains("spaces"));
         }
         // Any other endpoint (a proxy, a test server) accepts any non-empty key.
         assert_eq!(check_key("anything", "http://127.0.0.1:9/v1"), None);
@@ -274,27 +221,15 @@ mod tests {
 
     #[test]
     fn default_endpoint_follows_the_key() {
-        assert_eq!(
-            default_endpoint("sk-sp-x"),
-            "https://coding.dashscope.aliyuncs.com/v1"
-        );
-        assert_eq!(
-            default_endpoint("sk-x"),
-            "https://dashscope.aliyuncs.com/compatible-mode/v1"
-        );
+        assert_eq!(default_endpoint("sk-sp-x"), "https://coding.dashscope.aliyuncs.com/v1");
+        assert_eq!(default_endpoint("sk-x"), "https://dashscope.aliyuncs.com/compatible-mode/v1");
     }
 
     #[test]
     fn coding_agents_gate_is_recognised() {
-        assert!(is_coding_agents_only(
-            br#"{"error":"Coding Plan is currently only available for Coding Agents"}"#
-        ));
-        assert!(is_coding_agents_only(
-            b"coding plan is currently ONLY AVAILABLE FOR CODING AGENTS"
-        ));
-        assert!(!is_coding_agents_only(
-            br#"{"error":{"message":"Method Not Allowed"}}"#
-        ));
+        assert!(is_coding_agents_only(br#"{"error":"Coding Plan is currently only available for Coding Agents"}"#));
+        assert!(is_coding_agents_only(b"coding plan is currently ONLY AVAILABLE FOR CODING AGENTS"));
+        assert!(!is_coding_agents_only(br#"{"error":{"message":"Method Not Allowed"}}"#));
         assert!(!is_coding_agents_only(b""));
     }
 
@@ -304,9 +239,6 @@ mod tests {
             endpoint_name("https://coding-intl.dashscope.aliyuncs.com/v1/chat/completions"),
             "Coding Plan international (https://coding-intl.dashscope.aliyuncs.com/v1)"
         );
-        assert_eq!(
-            endpoint_name("http://127.0.0.1:1/v1/"),
-            "http://127.0.0.1:1/v1"
-        );
+        assert_eq!(endpoint_name("http://127.0.0.1:1/v1/"), "http://127.0.0.1:1/v1");
     }
 }

@@ -182,11 +182,8 @@ mod tests {
         }
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = DropFlag(dropped.clone());
-        let tail: BodyStream = if hang {
-            Box::pin(futures_util::stream::pending())
-        } else {
-            Box::pin(futures_util::stream::empty())
-        };
+        let tail: BodyStream =
+            if hang { Box::pin(futures_util::stream::pending()) } else { Box::pin(futures_util::stream::empty()) };
         let s = futures_util::stream::iter(items).chain(tail).map(move |x| {
             let _ = &flag;
             x
@@ -239,9 +236,8 @@ mod tests {
     #[tokio::test]
     async fn chunks_go_out_on_demand_only_and_the_end_is_reported() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<crate::error::Result<Bytes>>();
-        let body: BodyStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
+        let body: BodyStream =
+            Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
         let slot = Slot::new();
         let events = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn(pump_events(body, slot.clone(), events.clone()));

@@ -122,14 +122,12 @@ impl Settings {
         }
         let max_retries = num(raw.max_retries, "QWEN_MAX_RETRIES", "maxRetries", 3)?.min(20) as u32;
         let max_wait_ms = num(raw.max_wait_ms, "QWEN_MAX_WAIT_MS", "maxWaitMs", 60_000)?;
-        let daily_limit =
-            num(raw.daily_limit, "QWEN_DAILY_LIMIT", "dailyLimit", crate::quota::DEFAULT_DAILY_LIMIT)?;
-        let debug = raw.debug.unwrap_or_else(|| {
-            env.var("QWEN_OAUTH_DEBUG").map(|v| v != "0" && v != "false").unwrap_or(false)
-        });
-        let align_request_body = raw.align_request_body.unwrap_or_else(|| {
-            env.var("QWEN_ALIGN_BODY").map(|v| v != "0" && v != "false").unwrap_or(true)
-        });
+        let daily_limit = num(raw.daily_limit, "QWEN_DAILY_LIMIT", "dailyLimit", crate::quota::DEFAULT_DAILY_LIMIT)?;
+        let debug =
+            raw.debug.unwrap_or_else(|| env.var("QWEN_OAUTH_DEBUG").map(|v| v != "0" && v != "false").unwrap_or(false));
+        let align_request_body = raw
+            .align_request_body
+            .unwrap_or_else(|| env.var("QWEN_ALIGN_BODY").map(|v| v != "0" && v != "false").unwrap_or(true));
         let mut trusted_hosts = raw.trusted_hosts.clone().unwrap_or_default();
         if let Some(extra) = env.var("QWEN_TRUSTED_HOSTS") {
             trusted_hosts.extend(extra.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));

@@ -84,18 +84,12 @@ impl Credentials {
     /// Parse and validate as the CLI's `validateCredentials`. `path` is only used in error messages.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Credentials> {
         // Reasons name keys and JSON positions only, never values: the file holds secrets.
-        let invalid = |reason: String| Error::CredsInvalid {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let invalid = |reason: String| Error::CredsInvalid { path: path.to_path_buf(), reason };
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(invalid("the file is empty".into()));
         }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| invalid("not a JSON object".into()))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| invalid("not a JSON object".into()))?;
 
         let required = |key: &str| -> Result<String> {
             match obj.get(key) {
@@ -112,11 +106,7 @@ impl Credentials {
         // JS: `!expiry_date || typeof expiry_date !== 'number'` fails; JSON has no NaN, so truthy = non-zero.
         let expiry_date = match obj.get("expiry_date") {
             Some(Value::Number(n)) => {
-                let ms = n
-                    .as_i64()
-                    .map(|v| v as f64)
-                    .or_else(|| n.as_f64())
-                    .unwrap_or(0.0);
+                let ms = n.as_i64().map(|v| v as f64).or_else(|| n.as_f64()).unwrap_or(0.0);
                 if ms == 0.0 {
                     return Err(invalid("\"expiry_date\" is 0".into()));
                 }
@@ -138,13 +128,7 @@ impl Credentials {
             Some(_) => return Err(invalid("\"resource_url\" is not a string".into())),
         };
 
-        Ok(Credentials {
-            access_token,
-            refresh_token,
-            token_type,
-            resource_url,
-            expiry_date,
-        })
+        Ok(Credentials { access_token, refresh_token, token_type, resource_url, expiry_date })
     }
 
     pub fn is_valid_at(&self, now_ms: i64) -> bool {
@@ -178,11 +162,7 @@ pub fn api_base_url(resource_url: Option<&str>) -> String {
         _ => DEFAULT_API_BASE_URL,
     };
     // `/^https?:\/\//i`
-    let lower: String = base
-        .chars()
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let lower: String = base.chars().take(8).collect::<String>().to_ascii_lowercase();
     let mut url = if lower.starts_with("http://") || lower.starts_with("https://") {
         base.to_string()
     } else {
@@ -196,10 +176,7 @@ pub fn api_base_url(resource_url: Option<&str>) -> String {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Identity of one version of the file. The inode changes with every atomic replace and the length
@@ -217,11 +194,7 @@ impl FileStamp {
         let ino = std::os::unix::fs::MetadataExt::ino(meta);
         #[cfg(not(unix))]
         let ino = 0;
-        FileStamp {
-            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            len: meta.len(),
-            ino,
-        }
+        FileStamp { mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), len: meta.len(), ino }
     }
 }
 
@@ -255,9 +228,7 @@ impl CredentialStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::creds_unreadable(&path, &e)),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::creds_unreadable(&path, &e))?;
+        let meta = file.metadata().map_err(|e| Error::creds_unreadable(&path, &e))?;
         if !meta.is_file() {
             // Opening a directory succeeds on Unix; reading it would fail with a less clear EISDIR.
             return Err(Error::CredsUnreadable {
@@ -266,8 +237,7 @@ impl CredentialStore {
             });
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)
-            .map_err(|e| Error::creds_unreadable(&path, &e))?;
+        file.read_to_end(&mut bytes).map_err(|e| Error::creds_unreadable(&path, &e))?;
         let creds = Credentials::parse(&bytes, &path)?;
         Ok(Some((creds, FileStamp::of(&meta))))
     }
@@ -295,12 +265,9 @@ impl CredentialStore {
     /// `save`, returning the stamp of the file now in place.
     pub fn save_stamped(&self, creds: &Credentials, order: KeyOrder) -> Result<FileStamp> {
         let target = self.path();
-        self.ensure_dir()
-            .map_err(|e| Error::creds_write(&target, &e))?;
+        self.ensure_dir().map_err(|e| Error::creds_write(&target, &e))?;
         sweep_leftovers(&self.dir, SystemTime::now());
-        let tmp = self
-            .dir
-            .join(format!("{CREDS_FILE_NAME}.{}.tmp", random_hex(6)));
+        let tmp = self.dir.join(format!("{CREDS_FILE_NAME}.{}.tmp", random_hex(6)));
         let result = write_temp(&tmp, creds.to_cli_json(order).as_bytes())
             .and_then(|stamp| rename_with_retry(&tmp, &target).map(|()| stamp));
         match result {
@@ -333,12 +300,7 @@ impl CredentialStore {
     fn ensure_dir(&self) -> io::Result<()> {
         match fs::metadata(&self.dir) {
             Ok(m) if m.is_dir() => return Ok(()),
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "{} exists and is not a directory",
-                    self.dir.display()
-                )))
-            }
+            Ok(_) => return Err(io::Error::other(format!("{} exists and is not a directory", self.dir.display()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -396,10 +358,7 @@ fn rename_with_retry(from: &Path, to: &Path) -> io::Result<()> {
             Ok(()) => return Ok(()),
             Err(e)
                 if attempt < ATTEMPTS
-                    && matches!(
-                        e.kind(),
-                        io::ErrorKind::PermissionDenied | io::ErrorKind::ResourceBusy
-                    ) =>
+                    && matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ResourceBusy) =>
             {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(50));
@@ -442,18 +401,15 @@ pub fn sweep_leftovers(dir: &Path, now: SystemTime) {
 /// `oauth_creds.lock.stale.<uuid>` (a stale lock renamed aside by us or the CLI).
 pub fn is_leftover_name(name: &str) -> bool {
     let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if let Some(mid) = name
-        .strip_prefix(CREDS_FILE_NAME)
-        .and_then(|r| r.strip_prefix('.'))
-        .and_then(|r| r.strip_suffix(".tmp"))
+    if let Some(mid) =
+        name.strip_prefix(CREDS_FILE_NAME).and_then(|r| r.strip_prefix('.')).and_then(|r| r.strip_suffix(".tmp"))
     {
         return mid.len() == 12 && lower_hex(mid);
     }
     if let Some(id) = name.strip_prefix("oauth_creds.lock.stale.") {
         // 8-4-4-4-12 lowercase hex, as `crypto.randomUUID()` and `lock::uuid_v4` write it.
         let groups: Vec<&str> = id.split('-').collect();
-        return groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-            && groups.iter().all(|g| lower_hex(g));
+        return groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| lower_hex(g));
     }
     false
 }
@@ -495,10 +451,7 @@ mod tests {
     #[test]
     fn device_flow_order_matches_json_stringify() {
         let expected = "{\n  \"access_token\": \"tok-access-1\",\n  \"refresh_token\": \"tok-refresh-1\",\n  \"token_type\": \"Bearer\",\n  \"resource_url\": \"portal.qwen.ai\",\n  \"expiry_date\": 1764876220290\n}";
-        assert_eq!(
-            sample(Some("portal.qwen.ai")).to_cli_json(KeyOrder::DeviceFlow),
-            expected
-        );
+        assert_eq!(sample(Some("portal.qwen.ai")).to_cli_json(KeyOrder::DeviceFlow), expected);
     }
 
     #[test]
@@ -510,10 +463,7 @@ mod tests {
     #[test]
     fn refresh_order_with_resource_url() {
         let expected = "{\n  \"access_token\": \"tok-access-1\",\n  \"token_type\": \"Bearer\",\n  \"refresh_token\": \"tok-refresh-1\",\n  \"resource_url\": \"portal.qwen.ai\",\n  \"expiry_date\": 1764876220290\n}";
-        assert_eq!(
-            sample(Some("portal.qwen.ai")).to_cli_json(KeyOrder::Refresh),
-            expected
-        );
+        assert_eq!(sample(Some("portal.qwen.ai")).to_cli_json(KeyOrder::Refresh), expected);
     }
 
     #[test]
@@ -526,10 +476,7 @@ mod tests {
         let expected = "{\n  \"access_token\": \"a\\u0001\\u001f\\\"\\\\/\\n\\r\\t\\b\\f\u{2028}\u{2029}é😀\u{7f}<>&\",\n  \"refresh_token\": \"r\",\n  \"token_type\": \"Bearer\",\n  \"resource_url\": \"https://x.test/\",\n  \"expiry_date\": 1\n}";
         assert_eq!(c.to_cli_json(KeyOrder::DeviceFlow), expected);
         // And it reads back to the same value.
-        assert_eq!(
-            Credentials::parse(expected.as_bytes(), Path::new("x")).unwrap(),
-            c
-        );
+        assert_eq!(Credentials::parse(expected.as_bytes(), Path::new("x")).unwrap(), c);
     }
 
     #[test]
@@ -550,63 +497,28 @@ mod tests {
         let cases: Vec<(String, bool, &str)> = vec![
             (format!("{{{base},\"expiry_date\":5}}"), true, ""),
             (format!("{{{base},\"expiry_date\":1.7e12}}"), true, ""),
-            (
-                format!("{{{base},\"expiry_date\":1764876220290.5}}"),
-                true,
-                "",
-            ),
+            (format!("{{{base},\"expiry_date\":1764876220290.5}}"), true, ""),
             (format!("{{{base},\"expiry_date\":-1}}"), true, ""),
-            (
-                format!("{{{base},\"expiry_date\":5,\"resource_url\":null}}"),
-                true,
-                "",
-            ),
-            (
-                format!("{{{base},\"expiry_date\":0}}"),
-                false,
-                "expiry_date",
-            ),
-            (
-                format!("{{{base},\"expiry_date\":0.0}}"),
-                false,
-                "expiry_date",
-            ),
-            (
-                format!("{{{base},\"expiry_date\":\"5\"}}"),
-                false,
-                "expiry_date",
-            ),
-            (
-                format!("{{{base},\"expiry_date\":null}}"),
-                false,
-                "expiry_date",
-            ),
+            (format!("{{{base},\"expiry_date\":5,\"resource_url\":null}}"), true, ""),
+            (format!("{{{base},\"expiry_date\":0}}"), false, "expiry_date"),
+            (format!("{{{base},\"expiry_date\":0.0}}"), false, "expiry_date"),
+            (format!("{{{base},\"expiry_date\":\"5\"}}"), false, "expiry_date"),
+            (format!("{{{base},\"expiry_date\":null}}"), false, "expiry_date"),
             (format!("{{{base}}}"), false, "expiry_date"),
+            (format!("{{{base},\"expiry_date\":5,\"resource_url\":3}}"), false, "resource_url"),
+            (r#"{"refresh_token":"r","token_type":"Bearer","expiry_date":5}"#.into(), false, "access_token"),
             (
-                format!("{{{base},\"expiry_date\":5,\"resource_url\":3}}"),
-                false,
-                "resource_url",
-            ),
-            (
-                r#"{"refresh_token":"r","token_type":"Bearer","expiry_date":5}"#.into(),
+                r#"{"access_token":"","refresh_token":"r","token_type":"Bearer","expiry_date":5}"#.into(),
                 false,
                 "access_token",
             ),
             (
-                r#"{"access_token":"","refresh_token":"r","token_type":"Bearer","expiry_date":5}"#
-                    .into(),
-                false,
-                "access_token",
-            ),
-            (
-                r#"{"access_token":"a","refresh_token":7,"token_type":"Bearer","expiry_date":5}"#
-                    .into(),
+                r#"{"access_token":"a","refresh_token":7,"token_type":"Bearer","expiry_date":5}"#.into(),
                 false,
                 "refresh_token",
             ),
             (
-                r#"{"access_token":"a","refresh_token":"r","token_type":null,"expiry_date":5}"#
-                    .into(),
+                r#"{"access_token":"a","refresh_token":"r","token_type":null,"expiry_date":5}"#.into(),
                 false,
                 "token_type",
             ),
@@ -614,11 +526,7 @@ mod tests {
             ("null".into(), false, "object"),
             ("".into(), false, "empty"),
             ("  \n".into(), false, "empty"),
-            (
-                r#"{"access_token":"secret-value-xyz","refresh_tok"#.into(),
-                false,
-                "JSON",
-            ),
+            (r#"{"access_token":"secret-value-xyz","refresh_tok"#.into(), false, "JSON"),
             (format!("{{{base},\"expiry_date\":5}} x"), false, "JSON"),
         ];
         for (json, accepted, reason) in cases {
@@ -630,25 +538,16 @@ mod tests {
                     let msg = e.to_string();
                     assert!(msg.contains(reason), "{json}: {msg}");
                     assert!(msg.contains("/q/oauth_creds.json"), "{msg}");
-                    assert!(
-                        !msg.contains("secret-value-xyz"),
-                        "token value leaked: {msg}"
-                    );
+                    assert!(!msg.contains("secret-value-xyz"), "token value leaked: {msg}");
                 }
             }
         }
-        assert_eq!(
-            ok(&format!("{{{base},\"expiry_date\":1764876220290.9}}"))
-                .unwrap()
-                .expiry_date,
-            1764876220290
-        );
+        assert_eq!(ok(&format!("{{{base},\"expiry_date\":1764876220290.9}}")).unwrap().expiry_date, 1764876220290);
         // Found by fuzzing (creds_parse): a truthy fraction must stay truthy, so what we write back parses.
         for (json, ms) in [("0.2", 1), ("-0.5", -1), ("5e-324", 1)] {
             let c = ok(&format!("{{{base},\"expiry_date\":{json}}}")).unwrap();
             assert_eq!(c.expiry_date, ms, "{json}");
-            let again =
-                Credentials::parse(c.to_cli_json(KeyOrder::Refresh).as_bytes(), Path::new("x"));
+            let again = Credentials::parse(c.to_cli_json(KeyOrder::Refresh).as_bytes(), Path::new("x"));
             assert_eq!(again.unwrap(), c);
         }
     }
@@ -657,10 +556,7 @@ mod tests {
     fn api_base_url_table() {
         let cases = [
             (None, "https://dashscope.aliyuncs.com/compatible-mode/v1"),
-            (
-                Some(""),
-                "https://dashscope.aliyuncs.com/compatible-mode/v1",
-            ),
+            (Some(""), "https://dashscope.aliyuncs.com/compatible-mode/v1"),
             (Some("portal.qwen.ai"), "https://portal.qwen.ai/v1"),
             (Some("portal.qwen.ai/"), "https://portal.qwen.ai//v1"),
             (Some("portal.qwen.ai/v1"), "https://portal.qwen.ai/v1"),
@@ -695,10 +591,7 @@ mod tests {
         let store = CredentialStore::new(home.clone());
         let c = sample(Some("portal.qwen.ai"));
         let mtime = store.save(&c, KeyOrder::DeviceFlow).unwrap();
-        assert_eq!(
-            fs::read_to_string(store.path()).unwrap(),
-            c.to_cli_json(KeyOrder::DeviceFlow)
-        );
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), c.to_cli_json(KeyOrder::DeviceFlow));
         assert_eq!(mode(&store.path()), 0o600);
         assert_eq!(mode(&home), 0o700);
         assert_eq!(mode(&d.join("a")), 0o700);
@@ -707,10 +600,7 @@ mod tests {
         assert_eq!(loaded_mtime, mtime);
         assert_eq!(store.mtime().unwrap(), Some(mtime));
         // Nothing but the file itself is left behind.
-        let names: Vec<_> = fs::read_dir(&home)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&home).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(CREDS_FILE_NAME)]);
         fs::remove_dir_all(d).unwrap();
     }
@@ -721,9 +611,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tmp_dir("existing");
         fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
-        CredentialStore::new(d.clone())
-            .save(&sample(None), KeyOrder::Refresh)
-            .unwrap();
+        CredentialStore::new(d.clone()).save(&sample(None), KeyOrder::Refresh).unwrap();
         assert_eq!(mode(&d), 0o755);
         fs::remove_dir_all(d).unwrap();
     }
@@ -738,15 +626,9 @@ mod tests {
         let ino_before = store.stamp().unwrap().unwrap().ino;
         let c = sample(None);
         let stamp = store.save_stamped(&c, KeyOrder::Refresh).unwrap();
-        assert_eq!(
-            fs::read_to_string(store.path()).unwrap(),
-            c.to_cli_json(KeyOrder::Refresh)
-        );
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), c.to_cli_json(KeyOrder::Refresh));
         assert_eq!(mode(&store.path()), 0o600);
-        assert_ne!(
-            stamp.ino, ino_before,
-            "replaced by rename, not rewritten in place"
-        );
+        assert_ne!(stamp.ino, ino_before, "replaced by rename, not rewritten in place");
         assert_eq!(store.stamp().unwrap(), Some(stamp));
         fs::remove_dir_all(d).unwrap();
     }
@@ -798,12 +680,7 @@ mod tests {
         let old = sample(Some("portal.qwen.ai"));
         store.save(&old, KeyOrder::DeviceFlow).unwrap();
         let chattr = |flag: &str| {
-            std::process::Command::new("chattr")
-                .arg(flag)
-                .arg(&d)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
+            std::process::Command::new("chattr").arg(flag).arg(&d).status().map(|s| s.success()).unwrap_or(false)
         };
         if !chattr("+i") {
             eprintln!("chattr +i unavailable here; skipping");
@@ -817,10 +694,7 @@ mod tests {
         let e = result.unwrap_err();
         assert_eq!(e.code(), "E_CREDS_WRITE");
         assert!(e.to_string().contains("was not changed"), "{e}");
-        assert_eq!(
-            fs::read_to_string(store.path()).unwrap(),
-            old.to_cli_json(KeyOrder::DeviceFlow)
-        );
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), old.to_cli_json(KeyOrder::DeviceFlow));
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
         fs::remove_dir_all(d).unwrap();
     }
@@ -836,10 +710,7 @@ mod tests {
         assert_eq!(e.code(), "E_CREDS_INVALID");
         assert!(!e.to_string().contains("tok-access-1"));
         assert_eq!(fs::read_to_string(store.path()).unwrap(), truncated);
-        assert_eq!(
-            fs::metadata(store.path()).unwrap().modified().unwrap(),
-            before
-        );
+        assert_eq!(fs::metadata(store.path()).unwrap().modified().unwrap(), before);
         fs::remove_dir_all(d).unwrap();
     }
 
@@ -856,10 +727,8 @@ mod tests {
 
     #[test]
     fn leftover_names_are_exactly_ours_and_the_clis() {
-        for yes in [
-            "oauth_creds.json.0123456789ab.tmp",
-            "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211",
-        ] {
+        for yes in ["oauth_creds.json.0123456789ab.tmp", "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211"]
+        {
             assert!(is_leftover_name(yes), "{yes}");
         }
         for no in [
@@ -887,41 +756,26 @@ mod tests {
         let store = CredentialStore::new(d.clone());
         let set_mtime = |name: &str, t: SystemTime| {
             fs::write(d.join(name), "x").unwrap();
-            File::options()
-                .write(true)
-                .open(d.join(name))
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
+            File::options().write(true).open(d.join(name)).unwrap().set_modified(t).unwrap();
         };
         let now = SystemTime::now();
         let old = now - Duration::from_secs(120);
         let future = now + Duration::from_secs(3600);
         set_mtime("oauth_creds.json.aaaaaaaaaaaa.tmp", old);
         set_mtime("oauth_creds.json.bbbbbbbbbbbb.tmp", future);
-        set_mtime(
-            "oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211",
-            old,
-        );
+        set_mtime("oauth_creds.lock.stale.0f1e2d3c-4b5a-4697-8877-665544332211", old);
         // Young: maybe a save in progress in another process.
         set_mtime("oauth_creds.json.cccccccccccc.tmp", now);
         // Old, but not of our shapes.
         set_mtime("oauth_creds.json.mine.tmp", old);
         set_mtime("notes.txt", old);
         store.save(&sample(None), KeyOrder::Refresh).unwrap();
-        let mut names: Vec<String> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut names: Vec<String> =
+            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         assert_eq!(
             names,
-            [
-                "notes.txt",
-                "oauth_creds.json",
-                "oauth_creds.json.cccccccccccc.tmp",
-                "oauth_creds.json.mine.tmp"
-            ]
+            ["notes.txt", "oauth_creds.json", "oauth_creds.json.cccccccccccc.tmp", "oauth_creds.json.mine.tmp"]
         );
         fs::remove_dir_all(d).unwrap();
     }
@@ -929,17 +783,10 @@ mod tests {
     #[test]
     fn debug_output_redacts_tokens() {
         let c = sample(Some("portal.qwen.ai"));
-        for text in [
-            format!("{c:?}"),
-            format!("{c:#?}"),
-            format!("{:?}", Some(&c)),
-        ] {
+        for text in [format!("{c:?}"), format!("{c:#?}"), format!("{:?}", Some(&c))] {
             assert!(!text.contains("tok-access-1"), "{text}");
             assert!(!text.contains("tok-refresh-1"), "{text}");
-            assert!(
-                text.contains("[redacted]") && text.contains("portal.qwen.ai"),
-                "{text}"
-            );
+            assert!(text.contains("[redacted]") && text.contains("portal.qwen.ai"), "{text}");
         }
     }
 

@@ -254,7 +254,10 @@ mod tests {
             Error::TokenRefused { endpoint: "https://portal.qwen.ai/v1/chat/completions".into(), status: 401 },
             Error::QuotaExhausted { endpoint: "https://portal.qwen.ai/v1/chat/completions".into() },
             Error::RefreshRejected { path: PathBuf::from("/home/u/.qwen/oauth_creds.json") },
-            Error::KeyRefused { endpoint: "https://coding.dashscope.aliyuncs.com/v1/chat/completions".into(), status: 401 },
+            Error::KeyRefused {
+                endpoint: "https://coding.dashscope.aliyuncs.com/v1/chat/completions".into(),
+                status: 401,
+            },
             Error::KeyNotAllowed { endpoint: "https://coding.dashscope.aliyuncs.com/v1/chat/completions".into() },
             Error::KeyInvalid { reason: "Invalid API key.".into() },
         ];
@@ -272,7 +275,10 @@ mod tests {
 
     #[test]
     fn key_errors_explain_the_mismatch_and_name_the_endpoint() {
-        let e = Error::KeyRefused { endpoint: "https://coding-intl.dashscope.aliyuncs.com/v1/chat/completions".into(), status: 401 };
+        let e = Error::KeyRefused {
+            endpoint: "https://coding-intl.dashscope.aliyuncs.com/v1/chat/completions".into(),
+            status: 401,
+        };
         assert_eq!(e.code(), "E_KEY_REFUSED");
         let m = e.to_string();
         assert!(m.contains("key refused for this endpoint"), "{m}");

@@ -161,7 +161,10 @@ pub fn load_credentials(options: Option<QwenOptions>) -> Result<Option<Credentia
 
 /// Credentials with a valid access token, refreshed (once per machine) when needed.
 #[napi]
-pub async fn get_valid_credentials(options: Option<QwenOptions>, force_refresh: Option<bool>) -> Result<CredentialsInfo> {
+pub async fn get_valid_credentials(
+    options: Option<QwenOptions>,
+    force_refresh: Option<bool>,
+) -> Result<CredentialsInfo> {
     let s = settings(options)?;
     let tm = token_manager::for_settings(&s);
     Ok(tm.valid_credentials(force_refresh.unwrap_or(false), None).await?.into())
@@ -326,6 +329,8 @@ const FAILED: u32 = 2;
 /// `callback(id, 1, body?, done)`, `callback(id, 2, "[E_CODE] message")`. Bodies are copied into JS-owned
 /// buffers: the engine's GC sees their size (external buffers it does not, and RSS grew by the whole body).
 impl JsValuesTupleIntoVec for Args {
+    // The signature is napi's trait; `env` is the live env napi hands in on the JS thread.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
     fn into_vec(self, env: napi::sys::napi_env) -> Result<Vec<napi::sys::napi_value>> {
         let Args::Deliver(Delivery { id, event }) = self else { return Ok(Vec::new()) };
         // SAFETY: called by the threadsafe function on the JS thread with its live env.
@@ -488,16 +493,15 @@ impl QwenClient {
     )]
     pub fn set_event_callback(&self, callback: Function<'_, (), UnknownReturnValue>) -> Result<()> {
         let link = Arc::downgrade(&self.link);
-        let events: EventFn = callback
-            .build_threadsafe_function::<Delivery>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(move |ctx| {
-                Ok(match link.upgrade() {
-                    Some(link) => link.arrive(ctx.env.raw(), ctx.value),
-                    None => Args::Skip,
-                })
-            })?;
+        let events: EventFn =
+            callback.build_threadsafe_function::<Delivery>().callee_handled::<false>().weak::<true>().build_callback(
+                move |ctx| {
+                    Ok(match link.upgrade() {
+                        Some(link) => link.arrive(ctx.env.raw(), ctx.value),
+                        None => Args::Skip,
+                    })
+                },
+            )?;
         self.link
             .events
             .set(Arc::new(events))

@@ -50,10 +50,7 @@ pub(crate) async fn acquire_with(path: &Path, timing: LockTiming) -> Result<Lock
                 if attempt > 1 {
                     debug_log!("took {} after {attempt} attempts", path.display());
                 }
-                return Ok(LockGuard {
-                    path: path.to_path_buf(),
-                    token,
-                });
+                return Ok(LockGuard { path: path.to_path_buf(), token });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(path, &e)),
@@ -64,9 +61,7 @@ pub(crate) async fn acquire_with(path: &Path, timing: LockTiming) -> Result<Lock
                 // succeeds, and none deletes a lock that was just created anew.
                 let aside = path.with_file_name(format!(
                     "{}.stale.{}",
-                    path.file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("oauth_creds.lock"),
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("oauth_creds.lock"),
                     uuid_v4()
                 ));
                 if fs::rename(path, &aside).is_ok() {
@@ -89,18 +84,14 @@ pub(crate) async fn acquire_with(path: &Path, timing: LockTiming) -> Result<Lock
         }
     }
     debug_log!("timed out waiting for {}", path.display());
-    Err(Error::LockTimeout {
-        path: path.to_path_buf(),
-    })
+    Err(Error::LockTimeout { path: path.to_path_buf() })
 }
 
 /// mtime more than `stale_after` away from now. The CLI only looks at the past; a lock dated more than
 /// that into the future was left while the clock was wrong (or the clock was set back since), and would
 /// otherwise block every refresh, ours and the CLI's, until the wall clock caught up with it.
 fn is_stale(mtime: SystemTime, stale_after: Duration) -> bool {
-    let age = SystemTime::now()
-        .duration_since(mtime)
-        .unwrap_or_else(|e| e.duration());
+    let age = SystemTime::now().duration_since(mtime).unwrap_or_else(|e| e.duration());
     age > stale_after
 }
 
@@ -126,9 +117,7 @@ impl LockGuard {
 
     /// Whether the lock file still holds our token (false once another process broke it as stale).
     pub fn still_owned(&self) -> bool {
-        fs::read(&self.path)
-            .map(|c| c == self.token.as_bytes())
-            .unwrap_or(false)
+        fs::read(&self.path).map(|c| c == self.token.as_bytes()).unwrap_or(false)
     }
 }
 
@@ -138,10 +127,7 @@ impl Drop for LockGuard {
         if self.still_owned() {
             let _ = fs::remove_file(&self.path);
         } else {
-            debug_log!(
-                "lock {} is no longer ours; left in place",
-                self.path.display()
-            );
+            debug_log!("lock {} is no longer ours; left in place", self.path.display());
         }
     }
 }
@@ -152,14 +138,7 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 #[cfg(test)]
@@ -201,10 +180,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
         drop(g);
         assert!(!p.exists());
@@ -231,27 +207,11 @@ mod tests {
         let p = d.join("oauth_creds.lock");
         fs::write(&p, "dead-process").unwrap();
         let old = SystemTime::now() - Duration::from_secs(60);
-        fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        let g = acquire_with(
-            &p,
-            LockTiming {
-                attempts: 2,
-                ..fast()
-            },
-        )
-        .await
-        .unwrap();
+        fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
+        let g = acquire_with(&p, LockTiming { attempts: 2, ..fast() }).await.unwrap();
         assert!(g.still_owned());
         // The renamed-aside copy is gone too.
-        let names: Vec<_> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
         drop(g);
         fs::remove_dir_all(d).unwrap();
@@ -260,22 +220,10 @@ mod tests {
     #[tokio::test]
     async fn staleness_counts_in_both_directions() {
         // Clock skew: a lock from an hour in the future is as dead as one from an hour ago.
-        assert!(is_stale(
-            SystemTime::now() + Duration::from_secs(3600),
-            Duration::from_secs(35)
-        ));
-        assert!(!is_stale(
-            SystemTime::now() + Duration::from_secs(20),
-            Duration::from_secs(35)
-        ));
-        assert!(is_stale(
-            SystemTime::now() - Duration::from_secs(36),
-            Duration::from_secs(35)
-        ));
-        assert!(!is_stale(
-            SystemTime::now() - Duration::from_secs(30),
-            Duration::from_secs(35)
-        ));
+        assert!(is_stale(SystemTime::now() + Duration::from_secs(3600), Duration::from_secs(35)));
+        assert!(!is_stale(SystemTime::now() + Duration::from_secs(20), Duration::from_secs(35)));
+        assert!(is_stale(SystemTime::now() - Duration::from_secs(36), Duration::from_secs(35)));
+        assert!(!is_stale(SystemTime::now() - Duration::from_secs(30), Duration::from_secs(35)));
     }
 
     #[tokio::test]
@@ -289,15 +237,7 @@ mod tests {
             .unwrap()
             .set_modified(SystemTime::now() + Duration::from_secs(3600))
             .unwrap();
-        let g = acquire_with(
-            &p,
-            LockTiming {
-                attempts: 2,
-                ..fast()
-            },
-        )
-        .await
-        .unwrap();
+        let g = acquire_with(&p, LockTiming { attempts: 2, ..fast() }).await.unwrap();
         assert!(g.still_owned());
         drop(g);
         assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
@@ -328,11 +268,7 @@ mod tests {
         assert!(!waiter.is_finished(), "must wait while the lock is held");
         let first_token = first.token.clone();
         drop(first);
-        let second = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
         assert_ne!(second, first_token);
         fs::remove_dir_all(d).unwrap();
     }
@@ -340,10 +276,7 @@ mod tests {
     #[tokio::test]
     async fn missing_directory_is_an_io_error() {
         let d = tmp_dir("nodir");
-        let e = acquire(&d.join("nope").join("oauth_creds.lock"))
-            .await
-            .err()
-            .unwrap();
+        let e = acquire(&d.join("nope").join("oauth_creds.lock")).await.err().unwrap();
         assert_eq!(e.code(), "E_IO");
         fs::remove_dir_all(d).unwrap();
     }

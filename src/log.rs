@@ -103,10 +103,7 @@ mod tests {
             verification_uri_complete: "https://chat.qwen.ai/authorize?user_code=ABCD-EFGH".into(),
             expires_in: 600,
         };
-        let pkce = crate::pkce::Pkce {
-            verifier: SECRETS[3].into(),
-            challenge: "challenge-is-public".into(),
-        };
+        let pkce = crate::pkce::Pkce { verifier: SECRETS[3].into(), challenge: "challenge-is-public".into() };
         let texts = [
             format!("{creds:?}"),
             format!("{creds:#?}"),

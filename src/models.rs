@@ -19,7 +19,13 @@ pub struct Model {
 /// OAuth models. Limits are the CLI's (`tokenLimits.ts`); `vision-model` keeps its former limits for
 /// users whose configs still name it. On the API-key path both are aliases (see `key_alias`).
 pub const OAUTH_MODELS: &[Model] = &[
-    Model { id: "coder-model", name: "Qwen Coder (OAuth; default model with an API key)", context: 1_000_000, output: 65_536, image_input: true },
+    Model {
+        id: "coder-model",
+        name: "Qwen Coder (OAuth; default model with an API key)",
+        context: 1_000_000,
+        output: 65_536,
+        image_input: true,
+    },
     Model { id: "vision-model", name: "Qwen Vision (OAuth)", context: 131_072, output: 32_768, image_input: true },
 ];
 
@@ -33,9 +39,27 @@ pub const KEY_MODELS: &[Model] = &[
     Model { id: "glm-5", name: "GLM-5 (API key)", context: 202_752, output: 131_072, image_input: false },
     Model { id: "kimi-k2.5", name: "Kimi K2.5 (API key)", context: 262_144, output: 32_768, image_input: true },
     Model { id: "MiniMax-M2.5", name: "MiniMax M2.5 (API key)", context: 196_608, output: 65_536, image_input: false },
-    Model { id: "qwen3-coder-plus", name: "Qwen3 Coder Plus (API key)", context: 1_000_000, output: 32_768, image_input: false },
-    Model { id: "qwen3-coder-next", name: "Qwen3 Coder Next (API key)", context: 262_144, output: 32_768, image_input: false },
-    Model { id: "qwen3-max-2026-01-23", name: "Qwen3 Max 2026-01-23 (API key)", context: 262_144, output: 32_768, image_input: false },
+    Model {
+        id: "qwen3-coder-plus",
+        name: "Qwen3 Coder Plus (API key)",
+        context: 1_000_000,
+        output: 32_768,
+        image_input: false,
+    },
+    Model {
+        id: "qwen3-coder-next",
+        name: "Qwen3 Coder Next (API key)",
+        context: 262_144,
+        output: 32_768,
+        image_input: false,
+    },
+    Model {
+        id: "qwen3-max-2026-01-23",
+        name: "Qwen3 Max 2026-01-23 (API key)",
+        context: 262_144,
+        output: 32_768,
+        image_input: false,
+    },
     Model { id: "glm-4.7", name: "GLM-4.7 (API key)", context: 202_752, output: 16_384, image_input: false },
 ];
 
@@ -124,7 +148,12 @@ mod tests {
     #[test]
     fn key_models_carry_the_cli_limits() {
         let p = provider_config(None);
-        let limit = |id: &str| (p["models"][id]["limit"]["context"].as_u64().unwrap(), p["models"][id]["limit"]["output"].as_u64().unwrap());
+        let limit = |id: &str| {
+            (
+                p["models"][id]["limit"]["context"].as_u64().unwrap(),
+                p["models"][id]["limit"]["output"].as_u64().unwrap(),
+            )
+        };
         assert_eq!(limit("qwen3.5-plus"), (1_000_000, 65_536));
         assert_eq!(limit("qwen3-coder-plus"), (1_000_000, 32_768));
         assert_eq!(limit("qwen3-coder-next"), (262_144, 32_768));

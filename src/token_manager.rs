@@ -66,10 +66,7 @@ pub fn for_settings(settings: &Arc<Settings>) -> Arc<TokenManager> {
         }
         // Same directory, other options (e.g. another OAuth server): share the cache, the refresh gate
         // and the generation, but talk to the server these settings name.
-        let tm = Arc::new(TokenManager {
-            settings: settings.clone(),
-            shared: existing.shared.clone(),
-        });
+        let tm = Arc::new(TokenManager { settings: settings.clone(), shared: existing.shared.clone() });
         map.insert(settings.qwen_home.clone(), tm.clone());
         return tm;
     }
@@ -80,10 +77,7 @@ pub fn for_settings(settings: &Arc<Settings>) -> Arc<TokenManager> {
         generation: AtomicU32::new(0),
         stat_interval: stat_interval_from_env(),
     });
-    let tm = Arc::new(TokenManager {
-        settings: settings.clone(),
-        shared,
-    });
+    let tm = Arc::new(TokenManager { settings: settings.clone(), shared });
     map.insert(settings.qwen_home.clone(), tm.clone());
     tm
 }
@@ -117,11 +111,7 @@ impl Shared {
     /// forget the credentials when it is gone. Read errors are returned every time until fixed.
     fn check_file(&self, force: bool) -> Result<Option<Credentials>> {
         let mut st = self.state();
-        if !force
-            && st
-                .last_check
-                .is_some_and(|t| t.elapsed() < self.stat_interval)
-        {
+        if !force && st.last_check.is_some_and(|t| t.elapsed() < self.stat_interval) {
             return Ok(st.creds.clone());
         }
         let stamp = self.store.stamp()?;
@@ -139,10 +129,7 @@ impl Shared {
                 st.stamp = None;
                 st.unsaved = false;
                 if st.creds.take().is_some() {
-                    debug_log!(
-                        "{} is gone; credentials forgotten",
-                        self.store.path().display()
-                    );
+                    debug_log!("{} is gone; credentials forgotten", self.store.path().display());
                     self.bump();
                 }
                 Ok(None)
@@ -154,11 +141,7 @@ impl Shared {
                 // Someone wrote the file after our failed save: theirs is newer than what we hold.
                 st.unsaved = false;
                 if st.creds.as_ref() != Some(&creds) {
-                    debug_log!(
-                        "reloaded {} (expires at {})",
-                        self.store.path().display(),
-                        creds.expiry_date
-                    );
+                    debug_log!("reloaded {} (expires at {})", self.store.path().display(), creds.expiry_date);
                     st.creds = Some(creds.clone());
                     self.bump();
                 }
@@ -190,11 +173,7 @@ impl TokenManager {
 
     /// Credentials whose access token is valid now, refreshing when needed. `force` always refreshes
     /// (under the lock), unless another process already refreshed since `refused_token` was handed out.
-    pub async fn valid_credentials(
-        &self,
-        force: bool,
-        refused_token: Option<&str>,
-    ) -> Result<Credentials> {
+    pub async fn valid_credentials(&self, force: bool, refused_token: Option<&str>) -> Result<Credentials> {
         let sh = &self.shared;
         if sh.state().unsaved {
             self.retry_save().await;
@@ -205,9 +184,7 @@ impl TokenManager {
             cached = sh.check_file(true)?;
         }
         let Some(cached) = cached else {
-            return Err(Error::CredsMissing {
-                path: sh.store.path(),
-            });
+            return Err(Error::CredsMissing { path: sh.store.path() });
         };
         if !force && sh.usable(&cached, now_ms()) {
             return Ok(cached);
@@ -237,9 +214,7 @@ impl TokenManager {
         let _lock = lock::acquire(&lock_path).await?;
         // Another process may have refreshed (or logged in) while we waited: re-read without throttle.
         let Some(current) = sh.check_file(true)? else {
-            return Err(Error::CredsMissing {
-                path: sh.store.path(),
-            });
+            return Err(Error::CredsMissing { path: sh.store.path() });
         };
         if good_enough(&current) {
             debug_log!("token manager: adopting credentials refreshed by another process");
@@ -247,9 +222,7 @@ impl TokenManager {
         }
         if sh.state().rejected_refresh_token.as_deref() == Some(current.refresh_token.as_str()) {
             debug_log!("token manager: refresh token already refused; not retrying");
-            return Err(Error::RefreshRejected {
-                path: sh.store.path(),
-            });
+            return Err(Error::RefreshRejected { path: sh.store.path() });
         }
 
         debug_log!("token manager: refreshing (forced: {force})");
@@ -260,16 +233,12 @@ impl TokenManager {
                 // rotated the token in the meantime (a login, or a CLI refresh that ignored our lock).
                 if let Some(c) = sh.check_file(true)? {
                     if c.refresh_token != current.refresh_token && c.is_valid_at(now_ms()) {
-                        debug_log!(
-                            "token manager: refresh refused, but the file holds newer credentials"
-                        );
+                        debug_log!("token manager: refresh refused, but the file holds newer credentials");
                         return Ok(c);
                     }
                 }
                 sh.state().rejected_refresh_token = Some(current.refresh_token.clone());
-                Err(Error::RefreshRejected {
-                    path: sh.store.path(),
-                })
+                Err(Error::RefreshRejected { path: sh.store.path() })
             }
         }
     }
@@ -284,21 +253,13 @@ impl TokenManager {
         });
         let creds = Credentials {
             access_token: t.access_token.clone(),
-            token_type: t
-                .token_type
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "Bearer".into()),
+            token_type: t.token_type.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "Bearer".into()),
             refresh_token: t
                 .refresh_token
                 .clone()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| old.refresh_token.clone()),
-            resource_url: t
-                .resource_url
-                .clone()
-                .filter(|s| !s.is_empty())
-                .or_else(|| old.resource_url.clone()),
+            resource_url: t.resource_url.clone().filter(|s| !s.is_empty()).or_else(|| old.resource_url.clone()),
             expiry_date: now_ms().saturating_add(expires_in.saturating_mul(1000)),
         };
         log::remember_secret(&creds.access_token);
@@ -308,14 +269,9 @@ impl TokenManager {
         let to_save = creds.clone();
         // fsync and rename block; keep them off the async workers.
         let saved =
-            tokio::task::spawn_blocking(move || store.save_stamped(&to_save, KeyOrder::Refresh))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Error::CredsWrite {
-                        path: sh.store.path(),
-                        detail: format!("save task failed: {e}"),
-                    })
-                });
+            tokio::task::spawn_blocking(move || store.save_stamped(&to_save, KeyOrder::Refresh)).await.unwrap_or_else(
+                |e| Err(Error::CredsWrite { path: sh.store.path(), detail: format!("save task failed: {e}") }),
+            );
 
         let mut st = sh.state();
         // Even when the save failed, the server may already have retired the old refresh token: keep the
@@ -332,10 +288,7 @@ impl TokenManager {
         sh.bump();
         match saved {
             Ok(_) => {
-                debug_log!(
-                    "token manager: refreshed and saved (expires at {})",
-                    creds.expiry_date
-                );
+                debug_log!("token manager: refreshed and saved (expires at {})", creds.expiry_date);
                 Ok(creds)
             }
             Err(e) => {
@@ -368,10 +321,7 @@ impl TokenManager {
         let _lock = match lock::acquire_with(&self.settings.lock_path(), quick).await {
             Ok(l) => l,
             Err(e) => {
-                debug_log!(
-                    "token manager: unsaved credentials, lock unavailable ({})",
-                    e.code()
-                );
+                debug_log!("token manager: unsaved credentials, lock unavailable ({})", e.code());
                 return;
             }
         };
@@ -381,9 +331,7 @@ impl TokenManager {
         }
         let store = CredentialStore::new(sh.store.dir().to_path_buf());
         let to_save = creds.clone();
-        let saved =
-            tokio::task::spawn_blocking(move || store.save_stamped(&to_save, KeyOrder::Refresh))
-                .await;
+        let saved = tokio::task::spawn_blocking(move || store.save_stamped(&to_save, KeyOrder::Refresh)).await;
         let mut st = sh.state();
         match saved {
             // Only if nothing replaced our credentials in memory meanwhile.
@@ -437,11 +385,7 @@ impl TokenManager {
         if had {
             self.shared.bump();
         }
-        debug_log!(
-            "logout: {} {}",
-            path.display(),
-            if existed { "removed" } else { "was not there" }
-        );
+        debug_log!("logout: {} {}", path.display(), if existed { "removed" } else { "was not there" });
         Ok(existed)
     }
 
@@ -501,9 +445,7 @@ mod tests {
     async fn valid_file_is_returned_without_refresh() {
         let h = home("valid");
         let c = creds("a", now_ms() + 3_600_000);
-        CredentialStore::new(h.clone())
-            .save(&c, KeyOrder::DeviceFlow)
-            .unwrap();
+        CredentialStore::new(h.clone()).save(&c, KeyOrder::DeviceFlow).unwrap();
         let tm = for_settings(&settings(&h));
         assert_eq!(tm.valid_credentials(false, None).await.unwrap(), c);
         assert!(tm.generation() >= 1);
@@ -514,9 +456,7 @@ mod tests {
     async fn expired_cache_adopts_token_another_process_wrote() {
         let h = home("adopt");
         let store = CredentialStore::new(h.clone());
-        store
-            .save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow)
-            .unwrap();
+        store.save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow).unwrap();
         let tm = for_settings(&settings(&h));
         assert!(!tm.current().unwrap().unwrap().is_valid_at(now_ms()));
         // "Another process" refreshes; our throttle has not expired, but the refresh path re-reads under
@@ -540,16 +480,10 @@ mod tests {
         assert_eq!(tm.valid_credentials(false, None).await.unwrap(), first);
         let second = creds("second", now_ms() + 3_600_000);
         store.save(&second, KeyOrder::Refresh).unwrap();
-        let got = tm
-            .valid_credentials(true, Some(&first.access_token))
-            .await
-            .unwrap();
+        let got = tm.valid_credentials(true, Some(&first.access_token)).await.unwrap();
         assert_eq!(got, second);
         // Forcing against the token now in the file must really refresh: port 9 → network error.
-        let e = tm
-            .valid_credentials(true, Some(&second.access_token))
-            .await
-            .unwrap_err();
+        let e = tm.valid_credentials(true, Some(&second.access_token)).await.unwrap_err();
         assert_eq!(e.code(), "E_NETWORK");
         // The file is untouched by the failed attempt.
         assert_eq!(store.load().unwrap().unwrap().0, second);
@@ -563,15 +497,9 @@ mod tests {
         let tm = for_settings(&settings(&h));
         for _ in 0..2 {
             assert_eq!(tm.current().unwrap_err().code(), "E_CREDS_INVALID");
-            assert_eq!(
-                tm.valid_credentials(false, None).await.unwrap_err().code(),
-                "E_CREDS_INVALID"
-            );
+            assert_eq!(tm.valid_credentials(false, None).await.unwrap_err().code(), "E_CREDS_INVALID");
         }
-        assert_eq!(
-            fs::read_to_string(h.join("oauth_creds.json")).unwrap(),
-            "{\"access_token\": \"x"
-        );
+        assert_eq!(fs::read_to_string(h.join("oauth_creds.json")).unwrap(), "{\"access_token\": \"x");
         fs::remove_dir_all(h).unwrap();
     }
 
@@ -579,9 +507,7 @@ mod tests {
     async fn install_sets_cache_and_bumps_generation() {
         let h = home("install");
         let c = creds("login", now_ms() + 3_600_000);
-        CredentialStore::new(h.clone())
-            .save(&c, KeyOrder::DeviceFlow)
-            .unwrap();
+        CredentialStore::new(h.clone()).save(&c, KeyOrder::DeviceFlow).unwrap();
         let tm = for_settings(&settings(&h));
         let g = tm.generation();
         tm.install(c.clone());
@@ -605,9 +531,7 @@ mod tests {
     async fn credentials_whose_save_failed_are_saved_on_the_next_call() {
         let h = home("unsaved");
         let store = CredentialStore::new(h.clone());
-        store
-            .save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow)
-            .unwrap();
+        store.save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow).unwrap();
         let tm = for_settings(&settings(&h));
         tm.current().unwrap();
         let fresh = creds("fresh", now_ms() + 3_600_000);
@@ -646,21 +570,14 @@ mod tests {
     async fn unsaved_credentials_never_overwrite_a_file_changed_meanwhile() {
         let h = home("unsaved-changed");
         let store = CredentialStore::new(h.clone());
-        store
-            .save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow)
-            .unwrap();
+        store.save(&creds("old", now_ms() - 1000), KeyOrder::DeviceFlow).unwrap();
         let tm = for_settings(&settings(&h));
         tm.current().unwrap();
         fake_unsaved_refresh(&tm, &creds("mine", now_ms() + 3_600_000));
         // A login elsewhere wrote newer credentials: they win, in the file and in memory.
         let login = creds("login", now_ms() + 3_600_000);
         store.save(&login, KeyOrder::DeviceFlow).unwrap();
-        assert_eq!(
-            tm.valid_credentials(true, Some("at-mine-0123456789"))
-                .await
-                .unwrap(),
-            login
-        );
+        assert_eq!(tm.valid_credentials(true, Some("at-mine-0123456789")).await.unwrap(), login);
         assert_eq!(store.load().unwrap().unwrap().0, login);
         assert!(!tm.shared.state().unsaved);
         fs::remove_dir_all(h).unwrap();

@@ -146,7 +146,8 @@ mod tests {
     fn api_keys_get_the_cli_headers_of_its_openai_auth_type() {
         // What the CLI's DashScope provider sends for a Coding Plan / DashScope key: same UA pair and cache
         // control as OAuth, auth type "openai", the key as the bearer.
-        let incoming = pairs(&[("Authorization", "Bearer opencode-oauth-dummy-key"), ("X-DashScope-AuthType", "qwen-oauth")]);
+        let incoming =
+            pairs(&[("Authorization", "Bearer opencode-oauth-dummy-key"), ("X-DashScope-AuthType", "qwen-oauth")]);
         let h = build(&incoming, "sk-sp-key", AuthKind::ApiKey, "0.24.4");
         assert_eq!(get(&h, "authorization"), vec!["Bearer sk-sp-key"]);
         assert_eq!(get(&h, "x-dashscope-authtype"), vec!["openai"]);

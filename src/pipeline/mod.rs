@@ -462,8 +462,9 @@ mod tests {
         assert!(complete);
         assert_eq!(ready.len(), 2);
 
-        let hanging: BodyStream =
-            Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))]).chain(futures_util::stream::pending()));
+        let hanging: BodyStream = Box::pin(
+            futures_util::stream::iter(vec![Ok(Bytes::from_static(b"a"))]).chain(futures_util::stream::pending()),
+        );
         let mut hanging = hanging;
         let (ready, complete) = take_ready(&mut hanging);
         assert!(!complete, "a body still waiting for data is not complete");

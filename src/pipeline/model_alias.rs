@@ -127,8 +127,7 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
         }
         _ => {
             let mut j = i;
-            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            {
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
                 j += 1;
             }
             (j > i).then_some(j)
@@ -148,26 +147,17 @@ mod tests {
     fn coder_model_becomes_the_plans_default_and_nothing_else_changes() {
         let body = r#"{"model":"coder-model","max_tokens":32000,"messages":[{"role":"user","content":"say \"coder-model\""}],"stream":true}"#;
         let cp = rw(body, Plan::CodingPlan).unwrap();
-        assert_eq!(
-            cp,
-            body.replacen(r#""model":"coder-model""#, r#""model":"qwen3.5-plus""#, 1)
-        );
+        assert_eq!(cp, body.replacen(r#""model":"coder-model""#, r#""model":"qwen3.5-plus""#, 1));
         let ds = rw(body, Plan::DashScope).unwrap();
         assert!(ds.starts_with(r#"{"model":"qwen3.6-plus","#), "{ds}");
-        assert!(
-            ds.contains(r#"say \"coder-model\""#),
-            "message text is untouched: {ds}"
-        );
+        assert!(ds.contains(r#"say \"coder-model\""#), "message text is untouched: {ds}");
     }
 
     #[test]
     fn model_after_nested_values_and_whitespace() {
         let body = "\u{feff}{ \"messages\" : [ {\"content\": \"} ] { \\\" model\"}, [1, {\"model\": \"x\"}] ],\n \"n\": -1.5e3, \"ok\": true, \"z\": null,\r\n\t\"model\" :\"vision-model\" }";
         let out = rw(body, Plan::CodingPlan).unwrap();
-        assert_eq!(
-            out,
-            body.replace("\"model\" :\"vision-model\"", "\"model\" :\"qwen3.5-plus\"")
-        );
+        assert_eq!(out, body.replace("\"model\" :\"vision-model\"", "\"model\" :\"qwen3.5-plus\""));
         // The nested {"model": "x"} was skipped, not mistaken for the top-level key.
         assert!(out.contains("{\"model\": \"x\"}"));
     }
@@ -195,14 +185,9 @@ mod tests {
     #[test]
     fn a_large_body_is_rewritten_in_place() {
         let big = "x".repeat(200_000);
-        let body = format!(
-            r#"{{"messages":[{{"role":"user","content":"{big}"}}],"model":"coder-model"}}"#
-        );
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"{big}"}}],"model":"coder-model"}}"#);
         let out = rewrite(body.as_bytes(), Plan::DashScope).unwrap();
-        assert_eq!(
-            out.len(),
-            body.len() - "coder-model".len() + "qwen3.6-plus".len()
-        );
+        assert_eq!(out.len(), body.len() - "coder-model".len() + "qwen3.6-plus".len());
         assert!(out.ends_with(br#""model":"qwen3.6-plus"}"#));
     }
 }

@@ -319,7 +319,8 @@ mod tests {
 
     #[test]
     fn far_future_times_are_ignored() {
-        let mut s = State { next_start_ms: u64::MAX - 5, last_start_ms: 9_000_000, last_gap_ms: 10, ..State::default() };
+        let mut s =
+            State { next_start_ms: u64::MAX - 5, last_start_ms: 9_000_000, last_gap_ms: 10, ..State::default() };
         s.sanitize(1_000, 100);
         assert_eq!(s.reserve(1_000, 100), 1_000);
         assert_eq!(s.confirm(1_000, 100), Ok(()));

@@ -15,8 +15,7 @@ use serde_json::Value;
 use super::scan::{Scanner, Span};
 
 use super::{
-    first_text, include_usage, is_qwen_family, is_vision_model, truthy, write_json, Kind,
-    OPENCODE_TITLE_PROMPT,
+    first_text, include_usage, is_qwen_family, is_vision_model, truthy, write_json, Kind, OPENCODE_TITLE_PROMPT,
 };
 
 /// A top-level value: as it came, or (`messages`, `tools`) split into its elements.
@@ -57,16 +56,14 @@ impl<'a> Body<'a> {
         }
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let model = match field("model") {
-            Some(Field::Raw(raw)) => serde_json::from_str::<Cow<str>>(raw)
-                .map(|m| m.to_ascii_lowercase())
-                .unwrap_or_default(),
+            Some(Field::Raw(raw)) => {
+                serde_json::from_str::<Cow<str>>(raw).map(|m| m.to_ascii_lowercase()).unwrap_or_default()
+            }
             _ => String::new(),
         };
         // GLM without tools may need its texts flattened (`hasFunctionCallingContext` looks at every message):
         // the full path's job. With tools it is marked like any model.
-        let has_tools = fields
-            .iter()
-            .any(|(k, v)| k == "tools" && matches!(v, Field::List(t) if !t.is_empty()));
+        let has_tools = fields.iter().any(|(k, v)| k == "tools" && matches!(v, Field::List(t) if !t.is_empty()));
         if model.starts_with("glm-") && !has_tools {
             return None;
         }
@@ -74,11 +71,7 @@ impl<'a> Body<'a> {
             Some(Field::Raw(raw)) => truthy(&serde_json::from_str::<Value>(raw).ok()?),
             _ => false,
         };
-        Some(Body {
-            fields,
-            model,
-            stream,
-        })
+        Some(Body { fields, model, stream })
     }
 
     fn list(&self, name: &str) -> Option<&[&'a str]> {
@@ -113,9 +106,7 @@ impl<'a> Body<'a> {
         // Messages to mark: the first system message; when streaming, the last one too.
         let mut marked: Vec<(usize, Vec<u8>)> = Vec::new();
         if let Some(messages) = self.list("messages") {
-            let system = messages
-                .iter()
-                .position(|m| role(m).as_deref() == Some("system"));
+            let system = messages.iter().position(|m| role(m).as_deref() == Some("system"));
             let last = messages.len().checked_sub(1).filter(|_| self.stream);
             for i in [system, last].into_iter().flatten() {
                 if marked.iter().any(|(j, _)| *j == i) {
@@ -127,9 +118,7 @@ impl<'a> Body<'a> {
             }
         }
         let last_tool = match self.list("tools") {
-            Some([.., last]) if self.stream && last.starts_with('{') => {
-                Some(with_cache_control(last)?.into_bytes())
-            }
+            Some([.., last]) if self.stream && last.starts_with('{') => Some(with_cache_control(last)?.into_bytes()),
             _ => None,
         };
         let stream_options = match self.fields.iter().find(|(k, _)| k == "stream_options") {
@@ -143,8 +132,7 @@ impl<'a> Body<'a> {
             }),
             _ => Some(include_usage()),
         };
-        let insert_stream_options =
-            self.stream && !self.fields.iter().any(|(k, _)| k == "stream_options");
+        let insert_stream_options = self.stream && !self.fields.iter().any(|(k, _)| k == "stream_options");
 
         // Set in place when present, else appended in this order.
         let mut extra: Vec<(&str, Value)> = Vec::with_capacity(3);
@@ -159,11 +147,7 @@ impl<'a> Body<'a> {
         }
         extra.push(("preserve_thinking", Value::Bool(true)));
 
-        let size: usize = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + field_len(v) + 4)
-            .sum();
+        let size: usize = self.fields.iter().map(|(k, v)| k.len() + field_len(v) + 4).sum();
         let mut out = Vec::with_capacity(size + 512);
         out.push(b'{');
         let mut first = true;
@@ -187,10 +171,7 @@ impl<'a> Body<'a> {
                     Field::List(items) => {
                         let replaced = |i: usize| -> Option<&[u8]> {
                             match k.as_ref() {
-                                "messages" => marked
-                                    .iter()
-                                    .find(|(j, _)| *j == i)
-                                    .map(|(_, b)| b.as_slice()),
+                                "messages" => marked.iter().find(|(j, _)| *j == i).map(|(_, b)| b.as_slice()),
                                 "tools" if i + 1 == items.len() => last_tool.as_deref(),
                                 _ => None,
                             }
@@ -299,21 +280,11 @@ fn mark_message(message: &str) -> Option<Option<String>> {
         if !part.starts_with('{') {
             return Some(None);
         }
-        format!(
-            "{}{}{}",
-            &content[..pa],
-            with_cache_control(part)?,
-            &content[pb..]
-        )
+        format!("{}{}{}", &content[..pa], with_cache_control(part)?, &content[pb..])
     } else {
         return Some(None);
     };
-    Some(Some(format!(
-        "{}{}{}",
-        &message[..*a],
-        new_content,
-        &message[*b..]
-    )))
+    Some(Some(format!("{}{}{}", &message[..*a], new_content, &message[*b..])))
 }
 
 /// A message's `role`, read without building the message (`None` when absent or not a string).
@@ -363,19 +334,13 @@ mod tests {
             println!("{what}: {best:.1} us");
         };
         time("utf8", &|| {
-            std::hint::black_box(
-                std::str::from_utf8(std::hint::black_box(body.as_bytes())).unwrap(),
-            );
+            std::hint::black_box(std::str::from_utf8(std::hint::black_box(body.as_bytes())).unwrap());
         });
         time("ignored", &|| {
-            std::hint::black_box(
-                serde_json::from_str::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap(),
-            );
+            std::hint::black_box(serde_json::from_str::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap());
         });
         time("blocks", &|| {
-            std::hint::black_box(super::super::strings::blocks(std::hint::black_box(
-                body.as_bytes(),
-            )));
+            std::hint::black_box(super::super::strings::blocks(std::hint::black_box(body.as_bytes())));
         });
         time("scan", &|| {
             let mut s = Scanner::new(std::hint::black_box(&body));
@@ -392,9 +357,7 @@ mod tests {
             std::hint::black_box(b.write("s", "p").unwrap());
         });
         time("value", &|| {
-            std::hint::black_box(
-                serde_json::from_str::<Value>(std::hint::black_box(&body)).unwrap(),
-            );
+            std::hint::black_box(serde_json::from_str::<Value>(std::hint::black_box(&body)).unwrap());
         });
     }
 }

@@ -52,13 +52,7 @@ const MAX_SESSIONS: usize = 1024;
 
 /// The CLI's `VISION_MODEL_EXACT_MATCHES` and `VISION_MODEL_PREFIX_PATTERNS` (lower-case model ids).
 const VISION_EXACT: &[&str] = &["coder-model"];
-const VISION_PREFIXES: &[&str] = &[
-    "qwen-vl",
-    "qwen3-vl-plus",
-    "qwen3.5-plus",
-    "qwen3.6-plus",
-    "qwen3.7-plus",
-];
+const VISION_PREFIXES: &[&str] = &["qwen-vl", "qwen3-vl-plus", "qwen3.5-plus", "qwen3.6-plus", "qwen3.7-plus"];
 
 /// The CLI-side identity of one conversation: a UUID v4 and how many prompts it has started.
 #[derive(Debug, Clone)]
@@ -69,10 +63,7 @@ struct Conversation {
 
 impl Conversation {
     fn new() -> Self {
-        Conversation {
-            session_id: uuid_v4(),
-            prompts: 0,
-        }
+        Conversation { session_id: uuid_v4(), prompts: 0 }
     }
 
     /// The prompt id for a request of this kind, counting a new prompt.
@@ -114,19 +105,11 @@ impl Registry {
         self.tick += 1;
         let tick = self.tick;
         if !self.by_session.contains_key(key) && self.by_session.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self
-                .by_session
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = self.by_session.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) {
                 self.by_session.remove(&oldest);
             }
         }
-        let (conv, used) = self
-            .by_session
-            .entry(key.to_string())
-            .or_insert_with(|| (Conversation::new(), tick));
+        let (conv, used) = self.by_session.entry(key.to_string()).or_insert_with(|| (Conversation::new(), tick));
         *used = tick;
         let prompt_id = conv.prompt_id(kind);
         (conv.session_id.clone(), prompt_id)
@@ -140,9 +123,7 @@ pub struct Sessions {
 
 impl Default for Sessions {
     fn default() -> Self {
-        Sessions {
-            unnamed: Mutex::new(Conversation::new()),
-        }
+        Sessions { unnamed: Mutex::new(Conversation::new()) }
     }
 }
 
@@ -173,23 +154,14 @@ enum Kind {
 
 /// The body to send: aligned with the CLI when the option is on and the request is a JSON chat completion,
 /// else the very bytes that came in.
-pub fn align(
-    body: Option<Bytes>,
-    req: &Request,
-    settings: &Settings,
-    sessions: &Sessions,
-) -> Option<Bytes> {
+pub fn align(body: Option<Bytes>, req: &Request, settings: &Settings, sessions: &Sessions) -> Option<Bytes> {
     let bytes = body?;
     if !settings.align_request_body || !is_chat_completion(req) || !declared_json(&req.headers) {
         return Some(bytes);
     }
     match rewrite(&bytes, session_key(&req.headers), sessions) {
         Some(out) => {
-            debug_log!(
-                "request body aligned with the Qwen Code CLI ({} -> {} bytes)",
-                bytes.len(),
-                out.len()
-            );
+            debug_log!("request body aligned with the Qwen Code CLI ({} -> {} bytes)", bytes.len(), out.len());
             Some(out)
         }
         None => Some(bytes),
@@ -244,11 +216,7 @@ fn write_json(value: &Value) -> Option<Vec<u8>> {
 struct JsNumbers;
 
 impl serde_json::ser::Formatter for JsNumbers {
-    fn write_f64<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        value: f64,
-    ) -> std::io::Result<()> {
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, value: f64) -> std::io::Result<()> {
         writer.write_all(js_number(value).as_bytes())
     }
 }
@@ -295,11 +263,7 @@ fn js_number(v: f64) -> String {
 
 /// The DashScope provider's `buildRequest`, in its order (see the module comment).
 fn apply(map: &mut Map<String, Value>, session_id: &str, prompt_id: &str) {
-    let model = map
-        .get("model")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+    let model = map.get("model").and_then(Value::as_str).map(str::to_ascii_lowercase).unwrap_or_default();
     let stream = map.get("stream").is_some_and(truthy);
 
     if model.starts_with("glm-") && !has_function_calling_context(map) {
@@ -318,10 +282,7 @@ fn apply(map: &mut Map<String, Value>, session_id: &str, prompt_id: &str) {
             Some(other) => *other = include_usage(),
             None => {
                 // pipeline.ts sets it right after `stream`.
-                let at = map
-                    .keys()
-                    .position(|k| k == "stream")
-                    .map_or(map.len(), |i| i + 1);
+                let at = map.keys().position(|k| k == "stream").map_or(map.len(), |i| i + 1);
                 map.shift_insert(at, "stream_options".into(), include_usage());
             }
         }
@@ -364,9 +325,7 @@ fn ephemeral() -> Value {
 /// `addDashScopeCacheControl(request, stream ? "all" : "system_only")`.
 fn add_cache_control(map: &mut Map<String, Value>, stream: bool) {
     if let Some(Value::Array(messages)) = map.get_mut("messages") {
-        let system = messages
-            .iter()
-            .position(|m| m.get("role").and_then(Value::as_str) == Some("system"));
+        let system = messages.iter().position(|m| m.get("role").and_then(Value::as_str) == Some("system"));
         let last = messages.len().checked_sub(1);
         for (i, message) in messages.iter_mut().enumerate() {
             if Some(i) == system || (stream && Some(i) == last) {
@@ -409,26 +368,17 @@ fn mark_last_part(message: &mut Value) {
 
 /// `hasFunctionCallingContext`: tools declared, or tool results / tool calls in the history.
 fn has_function_calling_context(map: &Map<String, Value>) -> bool {
-    if map
-        .get("tools")
-        .and_then(Value::as_array)
-        .is_some_and(|t| !t.is_empty())
-    {
+    if map.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
         return true;
     }
     let Some(messages) = map.get("messages").and_then(Value::as_array) else {
         return false;
     };
-    messages
-        .iter()
-        .any(|m| match m.get("role").and_then(Value::as_str) {
-            Some("tool") => true,
-            Some("assistant") => m
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .is_some_and(|c| !c.is_empty()),
-            _ => false,
-        })
+    messages.iter().any(|m| match m.get("role").and_then(Value::as_str) {
+        Some("tool") => true,
+        Some("assistant") => m.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty()),
+        _ => false,
+    })
 }
 
 /// `flattenTextContent`: a content array made only of text parts becomes their texts joined by a blank line.
@@ -440,18 +390,11 @@ fn flatten_text_content(messages: &mut [Value]) {
         let Value::Array(parts) = content else {
             continue;
         };
-        if parts.is_empty()
-            || !parts
-                .iter()
-                .all(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-        {
+        if parts.is_empty() || !parts.iter().all(|p| p.get("type").and_then(Value::as_str) == Some("text")) {
             continue;
         }
-        let text = parts
-            .iter()
-            .map(|p| p.get("text").and_then(Value::as_str).unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let text =
+            parts.iter().map(|p| p.get("text").and_then(Value::as_str).unwrap_or("")).collect::<Vec<_>>().join("\n\n");
         *content = Value::String(text);
     }
 }
@@ -461,25 +404,12 @@ fn classify(map: &Map<String, Value>) -> Kind {
     let Some(messages) = map.get("messages").and_then(Value::as_array) else {
         return Kind::Continuation;
     };
-    let no_tools = map
-        .get("tools")
-        .and_then(Value::as_array)
-        .is_none_or(|t| t.is_empty());
-    let first_user = messages
-        .iter()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
-    if no_tools
-        && first_user
-            .and_then(first_text)
-            .is_some_and(|t| t.starts_with(OPENCODE_TITLE_PROMPT))
-    {
+    let no_tools = map.get("tools").and_then(Value::as_array).is_none_or(|t| t.is_empty());
+    let first_user = messages.iter().find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+    if no_tools && first_user.and_then(first_text).is_some_and(|t| t.starts_with(OPENCODE_TITLE_PROMPT)) {
         return Kind::Title;
     }
-    match messages
-        .last()
-        .and_then(|m| m.get("role"))
-        .and_then(Value::as_str)
-    {
+    match messages.last().and_then(|m| m.get("role")).and_then(Value::as_str) {
         Some("user") => Kind::Prompt,
         _ => Kind::Continuation,
     }
@@ -512,8 +442,7 @@ fn truthy(v: &Value) -> bool {
 /// POST to `…/chat/completions` (query and fragment ignored).
 fn is_chat_completion(req: &Request) -> bool {
     let path = req.url.split(['?', '#']).next().unwrap_or("");
-    req.method.eq_ignore_ascii_case("POST")
-        && path.trim_end_matches('/').ends_with("/chat/completions")
+    req.method.eq_ignore_ascii_case("POST") && path.trim_end_matches('/').ends_with("/chat/completions")
 }
 
 /// No content type (fetch with a string body says text/plain, the AI SDK says application/json) or a JSON one.
@@ -523,16 +452,11 @@ fn declared_json(headers: &[(String, String)]) -> bool {
 
 /// OpenCode's session id: `x-session-id` (`x-session-affinity` carries the same value).
 fn session_key(headers: &[(String, String)]) -> Option<&str> {
-    header(headers, "x-session-id")
-        .or_else(|| header(headers, "x-session-affinity"))
-        .filter(|v| !v.is_empty())
+    header(headers, "x-session-id").or_else(|| header(headers, "x-session-affinity")).filter(|v| !v.is_empty())
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+    headers.iter().find(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
 }
 
 /// A random (version 4, RFC 9562 variant) UUID, lower-case hex, as `crypto.randomUUID()` prints it.
@@ -542,14 +466,7 @@ fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 #[cfg(test)]
@@ -562,25 +479,15 @@ mod tests {
     const FIXTURE: &str = include_str!("../../../__test__/fixtures/cli-bodies.json");
 
     fn fixture() -> Vec<(String, String, String)> {
-        let Value::Object(cases) = serde_json::from_str(FIXTURE).unwrap() else {
-            panic!("fixture is an object")
-        };
+        let Value::Object(cases) = serde_json::from_str(FIXTURE).unwrap() else { panic!("fixture is an object") };
         cases
             .into_iter()
-            .map(|(name, c)| {
-                (
-                    name,
-                    c["in"].as_str().unwrap().to_string(),
-                    c["out"].as_str().unwrap().to_string(),
-                )
-            })
+            .map(|(name, c)| (name, c["in"].as_str().unwrap().to_string(), c["out"].as_str().unwrap().to_string()))
             .collect()
     }
 
     fn applied(body: &str, session_id: &str, prompt_id: &str) -> String {
-        let Value::Object(mut map) = serde_json::from_str(body).unwrap() else {
-            panic!("object")
-        };
+        let Value::Object(mut map) = serde_json::from_str(body).unwrap() else { panic!("object") };
         apply(&mut map, session_id, prompt_id);
         let mut out = Vec::new();
         let mut ser = serde_json::Serializer::with_formatter(&mut out, JsNumbers);
@@ -589,21 +496,14 @@ mod tests {
     }
 
     fn settings(align: bool) -> Settings {
-        Settings::resolve(&RawOptions {
-            align_request_body: Some(align),
-            ..Default::default()
-        })
-        .unwrap()
+        Settings::resolve(&RawOptions { align_request_body: Some(align), ..Default::default() }).unwrap()
     }
 
     fn chat(body: &[u8], headers: &[(&str, &str)]) -> Request {
         Request {
             url: "https://portal.qwen.ai/v1/chat/completions".into(),
             method: "POST".into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             body: Some(Bytes::copy_from_slice(body)),
         }
     }
@@ -617,9 +517,7 @@ mod tests {
         let b = s.as_bytes();
         s.len() == 36
             && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
-            && s.chars()
-                .enumerate()
-                .all(|(i, c)| [8, 13, 18, 23].contains(&i) || matches!(c, '0'..='9' | 'a'..='f'))
+            && s.chars().enumerate().all(|(i, c)| [8, 13, 18, 23].contains(&i) || matches!(c, '0'..='9' | 'a'..='f'))
             && b[14] == b'4'
             && matches!(b[19], b'8' | b'9' | b'a' | b'b')
     }
@@ -638,10 +536,7 @@ mod tests {
         let sessions = Sessions::default();
         for (name, input, cli) in fixture() {
             let key = format!("ses_fixture_{name}");
-            let req = chat(
-                input.as_bytes(),
-                &[("content-type", "application/json"), ("x-session-id", &key)],
-            );
+            let req = chat(input.as_bytes(), &[("content-type", "application/json"), ("x-session-id", &key)]);
             let out = align(req.body.clone(), &req, &settings(true), &sessions).unwrap();
             let text = String::from_utf8(out.to_vec()).unwrap();
             let value: Value = serde_json::from_str(&text).unwrap();
@@ -651,16 +546,8 @@ mod tests {
             };
             let sid = meta["sessionId"].as_str().unwrap();
             assert!(is_uuid_v4(sid), "{sid}");
-            let pid = if name == "title" {
-                TITLE_PROMPT_ID.to_string()
-            } else {
-                format!("{sid}########0")
-            };
-            assert_eq!(
-                text,
-                cli.replace("SID", sid).replace("PID", &pid),
-                "case {name}"
-            );
+            let pid = if name == "title" { TITLE_PROMPT_ID.to_string() } else { format!("{sid}########0") };
+            assert_eq!(text, cli.replace("SID", sid).replace("PID", &pid), "case {name}");
         }
     }
 
@@ -676,15 +563,8 @@ mod tests {
             r#"{"model":"coder-model","messages":[{"role":"system","content":[{"type":"text","text":"S","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":"U"}],"tools":[{"type":"function"}],"stream":false,"metadata":{"sessionId":"s","promptId":"p"},"vl_high_resolution_images":true,"preserve_thinking":true}"#
         );
         // No `stream` at all is non-streaming too, and gets no stream_options.
-        let out = applied(
-            r#"{"model":"coder-model","messages":[{"role":"user","content":"U"}]}"#,
-            "s",
-            "p",
-        );
-        assert!(
-            !out.contains("cache_control") && !out.contains("stream_options"),
-            "{out}"
-        );
+        let out = applied(r#"{"model":"coder-model","messages":[{"role":"user","content":"U"}]}"#, "s", "p");
+        assert!(!out.contains("cache_control") && !out.contains("stream_options"), "{out}");
     }
 
     #[test]
@@ -699,11 +579,7 @@ mod tests {
             r#"{"model":"qwen3-coder-next","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b","cache_control":{"type":"ephemeral"}}]}],"stream":true,"stream_options":{"include_usage":true},"tools":[{"type":"function","function":{"name":"x"}},{"type":"function","function":{"name":"y"},"cache_control":{"type":"ephemeral"}}],"tool_choice":"auto","metadata":{"sessionId":"s","promptId":"p"},"preserve_thinking":true}"#
         );
         // An existing stream_options keeps its place and its other fields.
-        let out = applied(
-            r#"{"model":"m","stream_options":{"x":1,"include_usage":false},"stream":true}"#,
-            "s",
-            "p",
-        );
+        let out = applied(r#"{"model":"m","stream_options":{"x":1,"include_usage":false},"stream":true}"#, "s", "p");
         assert_eq!(
             out,
             r#"{"model":"m","stream_options":{"x":1,"include_usage":true},"stream":true,"preserve_thinking":true}"#
@@ -730,22 +606,11 @@ mod tests {
                 r#"{{"model":"{model}","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,AA"}}}}]}}]}}"#
             );
             let out: Value = serde_json::from_str(&applied(&body, "s", "p")).unwrap();
-            assert_eq!(
-                out.get("vl_high_resolution_images") == Some(&Value::Bool(true)),
-                vl,
-                "{model}"
-            );
+            assert_eq!(out.get("vl_high_resolution_images") == Some(&Value::Bool(true)), vl, "{model}");
             assert_eq!(out["preserve_thinking"], Value::Bool(true), "{model}");
         }
-        let out = applied(
-            r#"{"model":"qwen3.5-plus","messages":[{"role":"user","content":"text only"}]}"#,
-            "s",
-            "p",
-        );
-        assert!(
-            out.ends_with(r#""vl_high_resolution_images":true,"preserve_thinking":true}"#),
-            "{out}"
-        );
+        let out = applied(r#"{"model":"qwen3.5-plus","messages":[{"role":"user","content":"text only"}]}"#, "s", "p");
+        assert!(out.ends_with(r#""vl_high_resolution_images":true,"preserve_thinking":true}"#), "{out}");
     }
 
     #[test]
@@ -773,52 +638,22 @@ mod tests {
         let title = br#"{"model":"coder-model","messages":[{"role":"system","content":"t"},{"role":"user","content":"Generate a title for this conversation:\n"},{"role":"user","content":"hi"}],"stream":true}"#;
         let prompt = br#"{"model":"coder-model","messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"stream":true}"#;
         let tool_turn = br#"{"model":"coder-model","messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},{"role":"tool","tool_call_id":"1","content":"ok"}],"tools":[{"type":"function"}],"stream":true}"#;
-        let ids: Vec<(String, String)> = [
-            &title[..],
-            prompt,
-            tool_turn,
-            tool_turn,
-            prompt,
-            title,
-            tool_turn,
-            prompt,
-        ]
-        .iter()
-        .map(|b| {
-            let v = aligned(&chat(b, &[ct, sid_header]), &sessions);
-            (
-                v["metadata"]["sessionId"].as_str().unwrap().to_string(),
-                v["metadata"]["promptId"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-        let sid = &ids[0].0;
-        assert!(is_uuid_v4(sid), "{sid}");
-        assert!(
-            ids.iter().all(|(s, _)| s == sid),
-            "one sessionId for the whole OpenCode session"
-        );
-        let n: Vec<String> = ids
+        let ids: Vec<(String, String)> = [&title[..], prompt, tool_turn, tool_turn, prompt, title, tool_turn, prompt]
             .iter()
-            .map(|(_, p)| {
-                p.strip_prefix(&format!("{sid}########"))
-                    .unwrap_or(p)
-                    .to_string()
+            .map(|b| {
+                let v = aligned(&chat(b, &[ct, sid_header]), &sessions);
+                (
+                    v["metadata"]["sessionId"].as_str().unwrap().to_string(),
+                    v["metadata"]["promptId"].as_str().unwrap().to_string(),
+                )
             })
             .collect();
-        assert_eq!(
-            n,
-            [
-                "side-query:session-title",
-                "0",
-                "0",
-                "0",
-                "1",
-                "side-query:session-title",
-                "1",
-                "2"
-            ]
-        );
+        let sid = &ids[0].0;
+        assert!(is_uuid_v4(sid), "{sid}");
+        assert!(ids.iter().all(|(s, _)| s == sid), "one sessionId for the whole OpenCode session");
+        let n: Vec<String> =
+            ids.iter().map(|(_, p)| p.strip_prefix(&format!("{sid}########")).unwrap_or(p).to_string()).collect();
+        assert_eq!(n, ["side-query:session-title", "0", "0", "0", "1", "side-query:session-title", "1", "2"]);
     }
 
     #[test]
@@ -829,48 +664,28 @@ mod tests {
         let prompt = br#"{"model":"coder-model","messages":[{"role":"user","content":"next"}]}"#;
         let a = aligned(&chat(tool_turn, &h), &sessions);
         let b = aligned(&chat(prompt, &h), &sessions);
-        assert!(a["metadata"]["promptId"]
-            .as_str()
-            .unwrap()
-            .ends_with("########0"));
-        assert!(b["metadata"]["promptId"]
-            .as_str()
-            .unwrap()
-            .ends_with("########1"));
+        assert!(a["metadata"]["promptId"].as_str().unwrap().ends_with("########0"));
+        assert!(b["metadata"]["promptId"].as_str().unwrap().ends_with("########1"));
     }
 
     #[test]
-    fn each_opencode_session_has_its_own_uuid_in_every_client_and_unnamed_requests_use_the_clients()
-    {
+    fn each_opencode_session_has_its_own_uuid_in_every_client_and_unnamed_requests_use_the_clients() {
         let (client_a, client_b) = (Sessions::default(), Sessions::default());
         let body = br#"{"model":"coder-model","messages":[{"role":"user","content":"hi"}]}"#;
         let sid = |sessions: &Sessions, headers: &[(&str, &str)]| {
-            aligned(&chat(body, headers), sessions)["metadata"]["sessionId"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            aligned(&chat(body, headers), sessions)["metadata"]["sessionId"].as_str().unwrap().to_string()
         };
         let one_a = sid(&client_a, &[("x-session-id", "ses_uuid_one")]);
         let one_b = sid(&client_b, &[("X-Session-Id", "ses_uuid_one")]);
         let two = sid(&client_a, &[("x-session-id", "ses_uuid_two")]);
         let affinity = sid(&client_a, &[("x-session-affinity", "ses_uuid_two")]);
-        assert_eq!(
-            one_a, one_b,
-            "same OpenCode session, same id, whichever client"
-        );
+        assert_eq!(one_a, one_b, "same OpenCode session, same id, whichever client");
         assert_ne!(one_a, two);
         assert_eq!(two, affinity, "x-session-affinity names the same session");
         let unnamed_a = sid(&client_a, &[]);
-        assert_eq!(
-            unnamed_a,
-            sid(&client_a, &[("x-session-id", "")]),
-            "an empty header names no session"
-        );
+        assert_eq!(unnamed_a, sid(&client_a, &[("x-session-id", "")]), "an empty header names no session");
         let unnamed_b = sid(&client_b, &[]);
-        assert_ne!(
-            unnamed_a, unnamed_b,
-            "without a session header each client is its own session"
-        );
+        assert_ne!(unnamed_a, unnamed_b, "without a session header each client is its own session");
         for s in [&one_a, &two, &unnamed_a, &unnamed_b] {
             assert!(is_uuid_v4(s), "{s}");
         }
@@ -907,10 +722,7 @@ mod tests {
         ] {
             same(chat(body, &[json_ct]), &settings(true));
         }
-        same(
-            chat(good, &[("content-type", "text/plain")]),
-            &settings(true),
-        );
+        same(chat(good, &[("content-type", "text/plain")]), &settings(true));
         let mut get = chat(good, &[json_ct]);
         get.method = "GET".into();
         same(get, &settings(true));
@@ -938,13 +750,7 @@ mod tests {
             assert_ne!(out, req.body.clone().unwrap(), "{url}");
         }
         // No content type at all counts as JSON (what fetch says for a Uint8Array body).
-        let out = align(
-            Some(Bytes::from_static(good)),
-            &chat(good, &[]),
-            &settings(true),
-            &sessions,
-        )
-        .unwrap();
+        let out = align(Some(Bytes::from_static(good)), &chat(good, &[]), &settings(true), &sessions).unwrap();
         assert!(out.windows(13).any(|w| w == b"cache_control"));
     }
 
@@ -959,21 +765,14 @@ mod tests {
     /// Both paths on one body: the fast one (None when it does not take the body) and the full one.
     #[allow(clippy::type_complexity)]
     fn both_paths(body: &str) -> (Option<(Kind, String)>, Option<(Kind, String)>) {
-        let fast = fast::Body::parse(body).map(|b| {
-            (
-                b.kind(),
-                String::from_utf8(b.write("SID", "PID").unwrap()).unwrap(),
-            )
-        });
+        let fast =
+            fast::Body::parse(body).map(|b| (b.kind(), String::from_utf8(b.write("SID", "PID").unwrap()).unwrap()));
         let full = match serde_json::from_str::<Value>(body) {
             Ok(Value::Object(map)) => {
                 let kind = classify(&map);
                 let mut map = map;
                 apply(&mut map, "SID", "PID");
-                Some((
-                    kind,
-                    String::from_utf8(write_json(&Value::Object(map)).unwrap()).unwrap(),
-                ))
+                Some((kind, String::from_utf8(write_json(&Value::Object(map)).unwrap()).unwrap()))
             }
             _ => None,
         };
@@ -1003,10 +802,7 @@ mod tests {
         for body in &bodies {
             let (fast, full) = both_paths(body);
             let Some(fast) = fast else {
-                assert!(
-                    body.contains(r#""model":"glm-5""#) && !body.contains("tools"),
-                    "fast path takes {body}"
-                );
+                assert!(body.contains(r#""model":"glm-5""#) && !body.contains("tools"), "fast path takes {body}");
                 continue;
             };
             assert_eq!(Some(&fast), full.as_ref(), "{body}");
@@ -1026,28 +822,18 @@ mod tests {
             let sessions = Sessions::default();
             let out = rewrite(body.as_bytes(), None, &sessions).unwrap();
             let value: Value = serde_json::from_slice(&out).unwrap();
-            let sid = value
-                .get("metadata")
-                .map(|m| m["sessionId"].as_str().unwrap().to_string());
+            let sid = value.get("metadata").map(|m| m["sessionId"].as_str().unwrap().to_string());
             let expected = match sid {
-                Some(sid) => full
-                    .replace("SID", &sid)
-                    .replace("PID", &format!("{sid}########0")),
+                Some(sid) => full.replace("SID", &sid).replace("PID", &format!("{sid}########0")),
                 None => full,
             };
             assert_eq!(String::from_utf8(out.to_vec()).unwrap(), expected, "{body}");
         }
         // Duplicate keys end as JSON.parse has them: the last value, at the first key's place.
-        let out = rewrite(
-            br#"{"model":"glm-5","stream":false,"model":"qwen3-coder-plus"}"#,
-            None,
-            &Sessions::default(),
-        )
-        .unwrap();
-        assert!(
-            out.starts_with(br#"{"model":"qwen3-coder-plus","stream":false,"metadata":"#),
-            "{out:?}"
-        );
+        let out =
+            rewrite(br#"{"model":"glm-5","stream":false,"model":"qwen3-coder-plus"}"#, None, &Sessions::default())
+                .unwrap();
+        assert!(out.starts_with(br#"{"model":"qwen3-coder-plus","stream":false,"metadata":"#), "{out:?}");
     }
 
     #[test]
@@ -1062,10 +848,7 @@ mod tests {
             fast,
             "{\"model\":\"coder-model\",\"messages\":[{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"\\ud800 s\",\"cache_control\":{\"type\":\"ephemeral\"}}]},{\"role\":\"user\", \"content\": [{\"type\":\"text\",\"text\":\"\\u00e9 \\/ \\ud800\",\"cache_control\":{\"type\":\"ephemeral\"}}]}],\"temperature\":1E-1,\"n\":1.0,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"tools\":[{ \"x\" : 1E-6, \"y\": 2.50 ,\"cache_control\":{\"type\":\"ephemeral\"}}],\"metadata\":{\"sessionId\":\"SID\",\"promptId\":\"PID\"},\"vl_high_resolution_images\":true,\"preserve_thinking\":true}"
         );
-        assert!(
-            full.is_none(),
-            "serde_json's Value cannot hold a lone surrogate"
-        );
+        assert!(full.is_none(), "serde_json's Value cannot hold a lone surrogate");
     }
 
     #[test]
@@ -1097,11 +880,7 @@ mod tests {
             ("-9223372036854775808", "-9223372036854775808"),
         ] {
             let body = format!(r#"{{"x":{text}}}"#);
-            assert_eq!(
-                applied(&body, "s", "p"),
-                format!(r#"{{"x":{js},"preserve_thinking":true}}"#),
-                "{text}"
-            );
+            assert_eq!(applied(&body, "s", "p"), format!(r#"{{"x":{js},"preserve_thinking":true}}"#), "{text}");
         }
     }
 
@@ -1136,10 +915,7 @@ mod tests {
             .collect();
         let mut messages = vec![serde_json::json!({"role":"system","content":system})];
         let mut i = 0;
-        while serde_json::to_vec(&messages).unwrap().len()
-            + serde_json::to_vec(&tools).unwrap().len()
-            < size
-        {
+        while serde_json::to_vec(&messages).unwrap().len() + serde_json::to_vec(&tools).unwrap().len() < size {
             messages.push(serde_json::json!({"role":"user","content":format!("Please look at file {i} and fix the \"bug\" in it.")}));
             messages.push(serde_json::json!({"role":"assistant","content":null,"tool_calls":[{"id":format!("call_{i}"),"type":"function","function":{"name":"read","arguments":format!("{{\"path\":\"src/file{i}.rs\"}}")}}]}));
             messages.push(serde_json::json!({"role":"tool","tool_call_id":format!("call_{i}"),"content":"fn main() {\n    println!(\"hello\");\n}\n".repeat(20)}));
@@ -1164,9 +940,7 @@ mod tests {
             let start = std::time::Instant::now();
             let n = 50;
             for _ in 0..n {
-                std::hint::black_box(
-                    rewrite(std::hint::black_box(&body), Some("ses_bench"), &sessions).unwrap(),
-                );
+                std::hint::black_box(rewrite(std::hint::black_box(&body), Some("ses_bench"), &sessions).unwrap());
             }
             samples.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
         }

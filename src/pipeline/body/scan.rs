@@ -18,11 +18,7 @@ pub(super) struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub(super) fn new(text: &'a str) -> Self {
-        Scanner {
-            b: text.as_bytes(),
-            i: 0,
-            blocks: strings::blocks(text.as_bytes()),
-        }
+        Scanner { b: text.as_bytes(), i: 0, blocks: strings::blocks(text.as_bytes()) }
     }
 
     pub(super) fn peek(&mut self) -> Option<u8> {
@@ -90,11 +86,7 @@ impl<'a> Scanner<'a> {
             let mut unicode = block.unicode & range;
             while unicode != 0 {
                 let at = k * 64 + unicode.trailing_zeros() as usize;
-                if !self
-                    .b
-                    .get(at + 1..at + 5)
-                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-                {
+                if !self.b.get(at + 1..at + 5).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
                     return false;
                 }
                 unicode &= unicode - 1;
@@ -135,9 +127,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b[self.i..]
-            .starts_with(word)
-            .then(|| self.i += word.len())
+        self.b[self.i..].starts_with(word).then(|| self.i += word.len())
     }
 
     /// One value of any kind and depth (an explicit stack, no recursion); its span.
@@ -343,10 +333,8 @@ mod tests {
     fn agrees_with_serde_on_thousands_of_damaged_bodies() {
         let body = String::from_utf8(super::super::tests::opencode_body(4 * 1024)).unwrap();
         let bytes = body.as_bytes();
-        let specials = [
-            b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'\n', b'0', b'-', b'e', b'.', b' ',
-            b'u', b'x',
-        ];
+        let specials =
+            [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'\n', b'0', b'-', b'e', b'.', b' ', b'u', b'x'];
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             rng ^= rng << 13;
@@ -378,9 +366,6 @@ mod tests {
                 rejected += 1;
             }
         }
-        assert!(
-            accepted > 100 && rejected > 1000,
-            "both outcomes exercised: {accepted} / {rejected}"
-        );
+        assert!(accepted > 100 && rejected > 1000, "both outcomes exercised: {accepted} / {rejected}");
     }
 }

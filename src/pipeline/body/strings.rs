@@ -37,10 +37,7 @@ pub(super) fn blocks(text: &[u8]) -> Vec<Block> {
     let mut carry = 0u64;
     let mut chunks = text.chunks_exact(64);
     for chunk in &mut chunks {
-        out.push(block(
-            classes(chunk.try_into().expect("64 bytes")),
-            &mut carry,
-        ));
+        out.push(block(classes(chunk.try_into().expect("64 bytes")), &mut carry));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
@@ -53,11 +50,7 @@ pub(super) fn blocks(text: &[u8]) -> Vec<Block> {
 
 fn block(c: Classes, carry: &mut u64) -> Block {
     let escaped = escaped(c.backslash, carry);
-    Block {
-        quote: c.quote & !escaped,
-        bad: c.control | (escaped & !c.escapable),
-        unicode: escaped & c.u,
-    }
+    Block { quote: c.quote & !escaped, bad: c.control | (escaped & !c.escapable), unicode: escaped & c.u }
 }
 
 /// The bytes escaped by a backslash (the byte after each odd-numbered backslash of a run); `carry` says
@@ -89,8 +82,7 @@ fn classes(b: &[u8; 64]) -> Classes {
             let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
             let backslash = eq(v, b'\\');
             let quote = eq(v, b'"');
-            let mut escapable =
-                _mm_or_si128(_mm_or_si128(quote, backslash), _mm_or_si128(u, eq(v, b'/')));
+            let mut escapable = _mm_or_si128(_mm_or_si128(quote, backslash), _mm_or_si128(u, eq(v, b'/')));
             for byte in [b'b', b'f', b'n', b'r', b't'] {
                 escapable = _mm_or_si128(escapable, eq(v, byte));
             }
@@ -127,9 +119,7 @@ fn classes_swar(b: &[u8; 64]) -> Classes {
         let quote = eq(x, b'"');
         let backslash = eq(x, b'\\');
         let u = eq(x, b'u');
-        let escapable = [b'/', b'b', b'f', b'n', b'r', b't']
-            .iter()
-            .fold(quote | backslash | u, |m, &c| m | eq(x, c));
+        let escapable = [b'/', b'b', b'f', b'n', b'r', b't'].iter().fold(quote | backslash | u, |m, &c| m | eq(x, c));
         c.quote |= bits(quote) << shift;
         c.backslash |= bits(backslash) << shift;
         c.control |= bits(zero(x & (LO * 0xe0))) << shift;
@@ -195,12 +185,7 @@ mod tests {
                         text[at + k] = b'\\';
                     }
                     text[at + run] = after;
-                    assert_eq!(
-                        blocks(&text),
-                        reference(&text),
-                        "run {run} at {at} then {}",
-                        after as char
-                    );
+                    assert_eq!(blocks(&text), reference(&text), "run {run} at {at} then {}", after as char);
                 }
             }
         }
@@ -217,12 +202,7 @@ mod tests {
                         alphabet[(rng % alphabet.len() as u64) as usize]
                     })
                     .collect();
-                assert_eq!(
-                    blocks(&text),
-                    reference(&text),
-                    "{:?}",
-                    String::from_utf8_lossy(&text)
-                );
+                assert_eq!(blocks(&text), reference(&text), "{:?}", String::from_utf8_lossy(&text));
             }
         }
     }
