@@ -80,6 +80,9 @@ pub struct DeviceLogin {
 impl DeviceLogin {
     /// Generates PKCE and requests a device code. Nothing is written yet.
     pub async fn start(settings: Arc<Settings>) -> Result<DeviceLogin> {
+        // The poll carries the device code and the PKCE verifier, and the answer holds the tokens: only a
+        // trusted OAuth host may run the login, as only a trusted one may see a refresh token.
+        crate::pipeline::trust::check(&format!("{}{}", settings.oauth_base_url, oauth::TOKEN_PATH), &settings)?;
         let pkce = pkce::generate();
         log::remember_secret(&pkce.verifier);
         debug_log!("device login: starting against {}", settings.oauth_base_url);
@@ -205,6 +208,18 @@ fn credentials_from(t: &TokenResponse, now_ms: i64, endpoint: &str) -> Result<Cr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn login_refuses_an_untrusted_oauth_host_before_sending_anything() {
+        let raw = crate::config::RawOptions {
+            oauth_base_url: Some("https://auth.evil.example".into()),
+            qwen_home: Some(std::env::temp_dir().join("qwen-untrusted-login").display().to_string()),
+            ..Default::default()
+        };
+        let settings = Arc::new(Settings::resolve(&raw).unwrap());
+        let err = DeviceLogin::start(settings).await.err().expect("refused");
+        assert_eq!(err.code(), "E_UNTRUSTED_HOST");
+    }
 
     #[test]
     fn schedule_starts_at_2s_and_slows_down_to_10s() {
