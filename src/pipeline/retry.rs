@@ -36,7 +36,9 @@ fn parse_non_negative(s: &str) -> Option<f64> {
 pub fn backoff(attempt: u32, rand: f64) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
     let base = exp.min(BACKOFF_CEILING);
-    base.mul_f64(0.75 + 0.25 * rand.clamp(0.0, 1.0))
+    // NaN would make `mul_f64` panic; treat any non-finite draw as the low end.
+    let rand = if rand.is_finite() { rand.clamp(0.0, 1.0) } else { 0.0 };
+    base.mul_f64(0.75 + 0.25 * rand)
 }
 
 /// Whether a 429 means the daily free quota is used up, so retrying is pointless. Matches the CLI's
@@ -67,6 +69,12 @@ pub fn is_free_quota_exhausted(status: u16, body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn backoff_survives_a_non_finite_draw() {
+        assert_eq!(backoff(0, f64::NAN), backoff(0, 0.0));
+        assert_eq!(backoff(2, f64::INFINITY), backoff(2, 0.0));
+    }
+
     use super::*;
     use reqwest::header::HeaderValue;
 
