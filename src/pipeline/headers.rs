@@ -1,12 +1,14 @@
 //! The headers the Qwen Code CLI sends, and the ones OpenCode adds that Qwen refuses.
 
 /// Incoming headers we never forward: OpenCode's `x-session-affinity` and `OpenAI-Beta` (Qwen answers them
-/// with 400), any credential the caller set (we set our own), and framing headers the HTTP client owns.
+/// with 400), its `x-session-id` (the CLI never sends it; the session travels in the body's `metadata`),
+/// any credential the caller set (we set our own), and framing headers the HTTP client owns.
 /// `accept-encoding` goes too: our client does not decompress, so a compressed answer would reach the
 /// caller as raw gzip bytes.
 const DROPPED: &[&str] = &[
     "authorization",
     "x-session-affinity",
+    "x-session-id",
     "openai-beta",
     "user-agent",
     "x-api-key",
@@ -111,6 +113,7 @@ mod tests {
     fn strips_refused_and_credential_headers_case_insensitively() {
         let incoming = pairs(&[
             ("x-session-affinity", "ses_1"),
+            ("x-session-id", "ses_1"),
             ("OpenAI-Beta", "assistants=v2"),
             ("AUTHORIZATION", "Bearer placeholder"),
             ("x-api-key", "k"),
@@ -123,7 +126,15 @@ mod tests {
             ("x-custom", "kept"),
         ]);
         let h = build(&incoming, "tok", AuthKind::OAuth, "0.24.4");
-        for gone in ["x-session-affinity", "openai-beta", "x-api-key", "content-length", "host", "accept-encoding"] {
+        for gone in [
+            "x-session-affinity",
+            "x-session-id",
+            "openai-beta",
+            "x-api-key",
+            "content-length",
+            "host",
+            "accept-encoding",
+        ] {
             assert!(get(&h, gone).is_empty(), "{gone} still present");
         }
         assert_eq!(get(&h, "authorization"), vec!["Bearer tok"]);
