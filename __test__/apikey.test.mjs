@@ -2,7 +2,7 @@
 // plugin's "Qwen API key" method and loader, against the mock Qwen server (config.apiKeys accepts the keys).
 // Headers as the CLI sends them for keys, the coder-model alias rewritten in the body, key errors explained,
 // pacing and aborts unchanged, service errors shown once as toasts. node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -10,6 +10,7 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { QwenCodePlugin } from '../index.js'
 import { startMockQwen } from './support/mock-qwen.mjs'
+import { cleanupsAfterEach, until } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -17,10 +18,7 @@ const CODING_KEY = 'sk-sp-test-coding-plan-key-0123456789'
 const DASHSCOPE_KEY = 'sk-test-dashscope-key-0123456789'
 const LOGIN_CHOICE = '`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)'
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 function tempDir() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-apikey-'))
@@ -285,15 +283,6 @@ async function plugin(opts, input) {
   } finally {
     if (prev === undefined) delete process.env.XDG_DATA_HOME
     else process.env.XDG_DATA_HOME = prev
-  }
-}
-
-/** Wait for a condition (toasts are shown without blocking the request). */
-async function until(cond, what, ms = 5000) {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
   }
 }
 

@@ -2,7 +2,7 @@
 // while a process runs, read-only and full disks (a tiny tmpfs; skipped with the reason when `mount` is not
 // allowed), QWEN_HOME missing or a regular file, bad option and environment values, and bad answers from the
 // token endpoint. Each gives a clear error code and loses nothing. node:test.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import crypto from 'node:crypto'
@@ -12,17 +12,12 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnChild } from './support/children.mjs'
+import { DEVICE_KEYS, REFRESH_KEYS, assertUntouched, cleanupsAfterEach, rejection, sha, snapshot, throws } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
-const REFRESH_KEYS = ['access_token', 'token_type', 'refresh_token', 'resource_url', 'expiry_date']
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
-const sha = (s) => crypto.createHash('sha256').update(String(s)).digest('hex')
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 function tempDir(tag) {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), `qwen-bad-${tag}-`))
@@ -42,24 +37,6 @@ function cliJson(creds, keys = DEVICE_KEYS) {
   return JSON.stringify(o, null, 2)
 }
 
-async function rejection(p) {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  assert.fail('expected a rejection')
-}
-
-function throws(fn) {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  assert.fail('expected an error')
-}
-
 async function until(fn, what, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -68,13 +45,6 @@ async function until(fn, what, timeoutMs = 10_000) {
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 10))
   }
-}
-
-const snapshot = (file) => ({ bytes: fs.readFileSync(file), mtimeMs: fs.statSync(file).mtimeMs })
-function assertUntouched(file, before) {
-  const now = snapshot(file)
-  assert.ok(now.bytes.equals(before.bytes), `${file} changed`)
-  assert.equal(now.mtimeMs, before.mtimeMs, `${file} was rewritten`)
 }
 
 /** The error has the code, names `names` and leaks none of `secrets`. */

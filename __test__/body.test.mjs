@@ -2,7 +2,7 @@
 // for byte with what the CLI's own DashScope provider (Qwen Code 0.24.4, the pinned devDependency) builds from
 // the same body, for the OAuth and the API-key path; the prompt counter over OpenCode's request sequence; and
 // the off switch (option and env) and the bodies that must go out untouched. node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { CASES, cliBuild, fixture } from './support/cli-bodies.mjs'
+import { cleanupsAfterEach } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -21,10 +22,7 @@ const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const FIXTURE = path.join(HERE, 'fixtures', 'cli-bodies.json')
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 /** A mock, a private QWEN_HOME with valid OAuth credentials from it, and client options (pacing off). */
 async function setup() {

@@ -1,7 +1,7 @@
 // The companion command `opencode-qwen-oauth login | status | logout` (cli.cjs), run as a real child process
 // against the mock Qwen server, with a private QWEN_HOME and XDG_DATA_HOME (OpenCode's auth.json) per test.
 // node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -11,6 +11,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
+import { cleanupsAfterEach } from './support/helpers.mjs'
 
 const require = createRequire(import.meta.url)
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -20,10 +21,7 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
 const API_KEY = 'sk-sp-test-cli-key-0123456789'
 const CHAT = '/v1/chat/completions'
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 async function setup(config = {}) {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY], ...config } })

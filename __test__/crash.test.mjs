@@ -7,7 +7,7 @@
 // waiting 35 s per kill, the test makes that time pass for the lock: it sets the lock's mtime 36 s back
 // (utimes) and then requires the next process to break it and proceed. Temp files are aged the same way
 // (2 minutes) to check that the next save sweeps them.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -16,16 +16,12 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnScript } from './support/children.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach, sha } from './support/helpers.mjs'
 
 const KILLS = Number(process.env.CRASH_TEST_KILLS || 200)
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'crash-child.mjs')
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
-const sha = (s) => crypto.createHash('sha256').update(String(s)).digest('hex')
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 /** validateCredentials of the CLI; returns a reason or null. */
 function cliInvalid(text) {

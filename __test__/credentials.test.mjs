@@ -2,25 +2,19 @@
 // unchanged, mtime changes are picked up, refresh rotates and saves in the CLI's refresh key order (keeping
 // what the answer omits), a refused refresh keeps the file, and bad files give a clear error naming the
 // path and are left untouched. node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import crypto from 'node:crypto'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnChild } from './support/children.mjs'
+import { DEVICE_KEYS, REFRESH_KEYS, assertUntouched, cleanupsAfterEach, rejection, sha, snapshot, throws, until } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
-const REFRESH_KEYS = ['access_token', 'token_type', 'refresh_token', 'resource_url', 'expiry_date']
-const sha = (s) => crypto.createHash('sha256').update(String(s)).digest('hex')
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 async function setup(config = {}) {
   const mock = await startMockQwen({ config })
@@ -43,42 +37,6 @@ function writeAtomic(file, text) {
   const tmp = `${file}.test-${process.pid}-${Math.random().toString(16).slice(2)}.tmp`
   fs.writeFileSync(tmp, text, { mode: 0o600 })
   fs.renameSync(tmp, file)
-}
-
-async function rejection(p) {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  assert.fail('expected a rejection')
-}
-
-function throws(fn) {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  assert.fail('expected an error')
-}
-
-/** Poll `fn` until it returns a truthy value (condition wait, not a fixed sleep). */
-async function until(fn, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
-const snapshot = (file) => ({ bytes: fs.readFileSync(file), mtimeMs: fs.statSync(file).mtimeMs })
-function assertUntouched(file, before) {
-  const now = snapshot(file)
-  assert.ok(now.bytes.equals(before.bytes), 'file content changed')
-  assert.equal(now.mtimeMs, before.mtimeMs, 'file mtime changed')
 }
 
 /** The message must name the file and contain no secret. */

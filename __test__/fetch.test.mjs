@@ -1,7 +1,7 @@
 // The Rust request pipeline through the JS fetch adapter against the mock Qwen server: CLI headers,
 // streaming, 429 / quota / 401 / 5xx handling, the trust check, and aborts at every stage.
 // node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -9,15 +9,13 @@ import path from 'node:path'
 import net from 'node:net'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
+import { cleanupsAfterEach, rejection, until } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
 const API_KEY = 'sk-test-pipeline-key-0123456789'
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 /** A mock, a private QWEN_HOME holding valid OAuth credentials issued by the mock, and a client on them. */
 async function setup({ config = {}, options = {}, apiKey } = {}) {
@@ -48,28 +46,8 @@ const chatInit = (extra = {}) => ({
   ...extra,
 })
 
-async function rejection(p) {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  assert.fail('expected a rejection')
-}
-
 const chatRequests = (mock) => mock.requestsTo(CHAT)
 const expectedUA = (v = '0.24.4') => `QwenCode/${v} (${process.platform}; ${process.arch})`
-
-/** Poll a condition without sleeping as synchronisation: resolves once it holds, fails after timeoutMs. */
-async function until(cond, what, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = cond()
-    if (v) return v
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 test('OAuth: sends the Qwen Code CLI headers and the token, strips OpenCode headers Qwen refuses', async () => {
   const { mock, client, url, issued } = await setup()

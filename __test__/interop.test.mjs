@@ -8,7 +8,7 @@
 // ours whenever the file holds a token it did not get itself: every call contends for oauth_creds.lock
 // and must use the refresh token the other side just saved (the mock rotates refresh tokens and answers a
 // used one with invalid_grant, on which the CLI would delete the file).
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -16,16 +16,13 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnScript } from './support/children.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'interop-child.mjs')
 const CALLS = 50
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 function pick(o, keys) {
   const out = {}

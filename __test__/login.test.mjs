@@ -1,7 +1,7 @@
 // Device login (RFC 8628 + PKCE S256) through the JS API against the mock Qwen server: the wire format
 // byte for byte, the CLI's polling pace, every way the flow ends, and the saved credentials file.
 // node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -11,20 +11,17 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen, CLIENT_ID, DEVICE_GRANT } from './support/mock-qwen.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach } from './support/helpers.mjs'
 
 const DEVICE_PATH = '/api/v1/oauth2/device/code'
 const TOKEN_PATH = '/api/v1/oauth2/token'
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 const B64URL_43 = /^[A-Za-z0-9_-]{43}$/
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
 // Bun's default per-test timeout is 5 s; the CLI's polling pace makes some tests slower.
 const SLOW = { timeout: 30_000 }
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 async function setup(config = {}) {
   const mock = await startMockQwen({ config })

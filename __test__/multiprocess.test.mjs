@@ -1,7 +1,7 @@
 // Cross-process coordination with real processes: 8 processes refreshing an expired token at once make
 // exactly one refresh at the server and the file is valid JSON at every moment; a lock held by a live
 // process is waited for; a stale one (mtime 60 s old) is broken. node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -10,16 +10,11 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnChild } from './support/children.mjs'
+import { DEVICE_KEYS, REFRESH_KEYS, cleanupsAfterEach, sha } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
-const REFRESH_KEYS = ['access_token', 'token_type', 'refresh_token', 'resource_url', 'expiry_date']
-const sha = (s) => crypto.createHash('sha256').update(String(s)).digest('hex')
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 async function setup(config = {}) {
   const mock = await startMockQwen({ config })

@@ -1,7 +1,7 @@
 // Machine-wide pacing across real processes: three children share one QWEN_HOME (hence one pacing state
 // file) and race for the API of one mock; every two request starts must be at least the configured gap apart.
 // node:test.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -10,15 +10,13 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
+import { cleanupsAfterEach } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const API_KEY = 'sk-test-pacing-key-0123456789'
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'pacing-child.mjs')
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 async function setup() {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })

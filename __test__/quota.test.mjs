@@ -1,7 +1,7 @@
 // The local quota view: requests counted machine-wide in the pacing state file (real processes sharing one
 // QWEN_HOME), the Beijing-midnight reset with an injected clock (QWEN_OAUTH_FAKE_NOW_MS, set when spawning),
 // the last 429 with its reason, and the plugin's 80 % / 95 % toasts. node:test; also runs under `bun test`.
-import { test, afterEach } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { QwenCodePlugin } from '../index.js'
 import { startMockQwen } from './support/mock-qwen.mjs'
+import { cleanupsAfterEach } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const API_KEY = 'sk-sp-test-quota-key-0123456789'
@@ -21,10 +22,7 @@ const STATE = 'opencode_qwen_pacing.json'
 /** Epoch ms of a Beijing wall-clock time (UTC+8, no DST). */
 const beijing = (y, mo, d, h, mi, s) => Date.UTC(y, mo - 1, d, h - 8, mi, s)
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 async function setup() {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })

@@ -7,7 +7,7 @@
 // runs behind a recording HTTP(S) proxy on 127.0.0.1 (NO_PROXY for the mock), so a request to another host
 // would be caught there instead of going out; (3) the plugin opens the browser with the URL as one argument
 // (a fake xdg-open records its argv), never through a shell. node:test.
-import { test, before, after, afterEach } from 'node:test'
+import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -16,16 +16,13 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnScript } from './support/children.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach } from './support/helpers.mjs'
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'safety-child.mjs')
 const TOKEN_PATH = '/api/v1/oauth2/token'
-const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
 const API_KEY = 'sk-test-0123456789abcdef0123456789abcdef'
 
-const cleanups = []
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()()
-})
+const cleanups = cleanupsAfterEach()
 
 // Everything every child printed, for the final scan; and the secrets of every mock.
 const transcripts = []
