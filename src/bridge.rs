@@ -3,7 +3,7 @@
 //! answers the start and each [`Slot::want_more`], so the binding can route them all through one long-lived
 //! channel to JS instead of a promise (and a threadsafe function) per call.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
@@ -65,6 +65,29 @@ impl Slot {
     pub fn abort(&self) {
         self.cancel.cancel();
     }
+}
+
+/// Run a request task on the request runtime: one I/O thread that every request, its pooled connection
+/// and its body pump share. Why one: each hop between threads is a futex or eventfd wake-up, and on a
+/// small VM a wake-up on another vCPU costs 10–30 µs. On napi's multi-threaded runtime a request's task,
+/// its connection's task and the timers wander between workers (perf under Bun: ~1 CPU migration and
+/// ~5 context switches per request); on one thread a request costs the two hops JS → I/O thread → JS that
+/// the runtime's own `fetch` also makes. Blocking work (file locks, fsync) already goes to the blocking pool.
+pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    static IO: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    let handle = IO.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the request runtime starts (it needs an epoll fd and a timer)");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("qwen-io".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("the request I/O thread starts");
+        handle
+    });
+    drop(handle.spawn(task));
 }
 
 /// What follows the bytes gathered so far.

@@ -437,11 +437,10 @@ impl Link {
     }
 }
 
-/// On napi's tokio runtime (the unit-test and fuzz builds link napi's `noop` variant, which has none; they
-/// never run this).
+/// On the request runtime (unit-test and fuzz builds never run the bindings).
 fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     #[cfg(not(any(test, fuzzing)))]
-    napi::bindgen_prelude::spawn(task);
+    bridge::spawn(task);
     #[cfg(any(test, fuzzing))]
     drop(task);
 }

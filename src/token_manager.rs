@@ -173,6 +173,17 @@ impl TokenManager {
 
     /// Credentials whose access token is valid now, refreshing when needed. `force` always refreshes
     /// (under the lock), unless another process already refreshed since `refused_token` was handed out.
+    /// The cached credentials when they can be used as they are (no refresh, no pending save, no file to
+    /// re-read): what almost every request takes, without a task of its own. `None`: ask `valid_credentials`.
+    pub fn ready_credentials(&self) -> Option<Credentials> {
+        let sh = &self.shared;
+        if sh.state().unsaved {
+            return None;
+        }
+        let cached = sh.check_file(false).ok()??;
+        sh.usable(&cached, now_ms()).then_some(cached)
+    }
+
     pub async fn valid_credentials(&self, force: bool, refused_token: Option<&str>) -> Result<Credentials> {
         let sh = &self.shared;
         if sh.state().unsaved {

@@ -84,13 +84,12 @@ impl Pipeline {
             return Err(Error::Aborted);
         }
         // Before any token is fetched or sent: refuse hosts we would not give it to.
-        trust::check(&req.url, &self.settings)?;
+        let url = trust::check(&req.url, &self.settings)?;
         let body = self.key_path_body(&req)?;
         // After the key path's model alias: the CLI's rules depend on the model that goes out.
         let body = body::align(body, &req, &self.settings, &self.sessions);
         let endpoint = strip_query(&req.url);
         let method = parse_method(&req.method)?;
-        let url = reqwest::Url::parse(&req.url).map_err(|e| Error::invalid_arg("request URL", e.to_string()))?;
         // Built on first use (rustls roots take ms): before the pacing wait, not between a slot and the send.
         let client = http::client();
         let max_retries = self.settings.max_retries;
@@ -243,6 +242,11 @@ impl Pipeline {
         match &self.auth {
             Auth::ApiKey(key) => Ok((key.clone(), AuthKind::ApiKey)),
             Auth::OAuth(tm) => {
+                if refused.is_none() {
+                    if let Some(creds) = tm.ready_credentials() {
+                        return Ok((creds.access_token, AuthKind::OAuth));
+                    }
+                }
                 let tm = tm.clone();
                 let force = refused.is_some();
                 if force {

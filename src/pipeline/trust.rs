@@ -10,11 +10,12 @@ use crate::error::{Error, Result};
 /// Domains (and their subdomains) the Qwen API lives under.
 const QWEN_DOMAINS: &[&str] = &["qwen.ai", "aliyuncs.com"];
 
-/// Ok when a token may be sent to `url`, else `Error::UntrustedHost` (or `InvalidArg` for a malformed URL).
-pub fn check(url: &str, settings: &Settings) -> Result<()> {
+/// The parsed URL when a token may be sent to it, else `Error::UntrustedHost` (or `InvalidArg` for a
+/// malformed URL).
+pub fn check(url: &str, settings: &Settings) -> Result<Url> {
     let parsed = Url::parse(url).map_err(|e| Error::invalid_arg("request URL", format!("{}: {e}", redacted(url))))?;
     if is_trusted(&parsed, &settings.trusted_hosts) {
-        Ok(())
+        Ok(parsed)
     } else {
         Err(Error::UntrustedHost { url: redacted(url) })
     }
