@@ -173,12 +173,130 @@ function quotaView(q) {
   return { ...q, last429: last ? { ...last, retryAfterMs: last.retryAfterMs ?? null } : null }
 }
 
+// Verdicts of QwenExchange (src/lib.rs): deliver, read the body's start and ask again; n >= 0: retry after n ms.
+const DELIVER = -1
+const READ_PREFIX = -2
+const PREFIX_LIMIT = 64 * 1024
+const TRANSPORTS = ['native', 'runtime']
+
+/**
+ * Which HTTP client moves the bytes. `native`: ours, on the addon's I/O thread (faster than undici under
+ * Node). `runtime`: the runtime's own `fetch`, with every decision still made natively; the default under
+ * Bun, whose fetch needs no thread hop of ours (bench/RESULTS.md). `QWEN_FETCH_TRANSPORT` overrides.
+ */
+function pickTransport(transport) {
+  const chosen = transport ?? process.env.QWEN_FETCH_TRANSPORT ?? (typeof Bun !== 'undefined' ? 'runtime' : 'native')
+  if (!TRANSPORTS.includes(chosen)) {
+    const e = new Error(`Unknown transport ${JSON.stringify(chosen)} (from the transport option or QWEN_FETCH_TRANSPORT): use "native" or "runtime".`)
+    e.code = 'E_INVALID_ARG'
+    e.name = 'QwenError'
+    throw e
+  }
+  return chosen
+}
+
+/** Resolves after `ms`, or rejects at once with the abort reason. */
+function sleep(ms, signal) {
+  if (ms <= 0) return signal?.aborted ? Promise.reject(abortError(signal)) : Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const onAbort = () => {
+      done()
+      reject(abortError(signal))
+    }
+    const timer = setTimeout(() => {
+      done()
+      resolve()
+    }, ms)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/** A runtime fetch failure in words, without the URL (it could carry a query). */
+function describeFailure(err) {
+  const cause = err?.cause
+  const parts = [err?.code, cause?.code, cause?.message ?? err?.message].filter((x) => typeof x === 'string' && x)
+  return `request failed: ${[...new Set(parts)].join(': ').replace(/https?:\/\/\S+/g, '<url>')}`
+}
+
+/** Up to PREFIX_LIMIT bytes of a body; the reader stays open when more follows. */
+async function readPrefix(res) {
+  const chunks = []
+  let size = 0
+  if (!res.body) return { prefix: Buffer.alloc(0), reader: null }
+  const reader = res.body.getReader()
+  try {
+    while (size < PREFIX_LIMIT) {
+      const { done, value } = await reader.read()
+      if (done) return { prefix: Buffer.concat(chunks), reader: null }
+      chunks.push(value)
+      size += value.byteLength
+    }
+  } catch (err) {
+    // Broke off mid-body: judged without a readable reason, as the native transport does.
+    if (err?.name === 'AbortError') throw err
+    return { prefix: Buffer.concat(chunks), reader: null, broken: true }
+  }
+  return { prefix: Buffer.concat(chunks), reader }
+}
+
+/** The answer again, its already-read start put back in front of the rest. */
+function replay(res, prefix, reader) {
+  const body = new ReadableStream({
+    start(c) {
+      if (prefix.byteLength > 0) c.enqueue(new Uint8Array(prefix))
+      if (!reader) c.close()
+    },
+    async pull(c) {
+      const { done, value } = await reader.read()
+      if (done) c.close()
+      else c.enqueue(value)
+    },
+    cancel(reason) {
+      return reader?.cancel(reason)
+    },
+  })
+  const out = new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers })
+  Object.defineProperty(out, 'url', { value: res.url })
+  return out
+}
+
+function flatHeaders(headers) {
+  const flat = []
+  headers.forEach((value, key) => flat.push(key, value))
+  return flat
+}
+
+/** fetch(input, init) taken apart: what both transports start from. */
+async function parseFetchArgs(input, init) {
+  const request = typeof Request !== 'undefined' && input instanceof Request ? input : null
+  const url = request ? request.url : String(input instanceof URL ? input.href : input)
+  const method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
+  const headers = new Headers(init.headers ?? request?.headers)
+  const signal = init.signal ?? request?.signal
+  let body = init.body
+  if (body === undefined && request && request.body) body = await request.arrayBuffer()
+  let contentType
+  if (body != null && typeof body === 'object' && !ArrayBuffer.isView(body) && !(body instanceof ArrayBuffer)) {
+    contentType = new Response(body).headers.get('content-type')
+  }
+  if (contentType && !headers.has('content-type')) headers.set('content-type', contentType)
+  const bytes = await bodyBytes(body)
+  if (signal?.aborted) throw abortError(signal)
+  return { url, method, flat: flatHeaders(headers), signal, bytes }
+}
+
 /**
  * A configured client. `fetch` is a drop-in `fetch(url, init)`: the native pipeline adds the token and
  * Qwen Code headers, paces, retries and streams; `init.signal` cancels at any stage.
  */
-function createClient(options, { apiKey } = {}) {
+function createClient(options, { apiKey, transport } = {}) {
   const native = call(() => new binding.QwenClient(normalizeOptions(options), apiKey ?? undefined))
+  const viaRuntime = pickTransport(transport) === 'runtime'
+  const runtimeFetch = globalThis.fetch
   // Every request's events come through one native callback: id -> the handler of its next event. The callback
   // holds this map only (not `native`), so a client nobody uses can still be collected.
   const waiting = new Map()
@@ -191,24 +309,71 @@ function createClient(options, { apiKey } = {}) {
   // A streamed body dropped unread: end its request so the connection does not stay open until exit.
   const unread = new FinalizationRegistry((id) => native.abort(id))
 
-  async function fetch(input, init = {}) {
-    const request = typeof Request !== 'undefined' && input instanceof Request ? input : null
-    const url = request ? request.url : String(input instanceof URL ? input.href : input)
-    const method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
-    const headers = new Headers(init.headers ?? request?.headers)
-    const signal = init.signal ?? request?.signal
-    let body = init.body
-    if (body === undefined && request && request.body) body = await request.arrayBuffer()
-    let contentType
-    if (body != null && typeof body === 'object' && !ArrayBuffer.isView(body) && !(body instanceof ArrayBuffer)) {
-      contentType = new Response(body).headers.get('content-type')
+  /** The runtime's fetch moves the bytes; every decision is native (QwenClient.exchange in src/lib.rs). */
+  async function fetchViaRuntime(input, init = {}) {
+    const { url, method, flat, signal, bytes } = await parseFetchArgs(input, init)
+    const begun = call(() => native.exchange(url, method, flat, bytes))
+    const id = begun.id
+    const body = begun.body ?? bytes
+    let outgoing = begun.headers
+    const onAbort = () => native.finish(id)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let delivered = false
+    try {
+      for (;;) {
+        outgoing ??= call(() => native.readyHeaders(id))
+        if (outgoing === null) {
+          try {
+            outgoing = await callAsync(() => native.prepareHeaders(id))
+          } catch (err) {
+            throw signal?.aborted ? abortError(signal) : err
+          }
+        }
+        const headers = []
+        for (let i = 0; i + 1 < outgoing.length; i += 2) headers.push([outgoing[i], outgoing[i + 1]])
+        outgoing = null
+        let res
+        try {
+          res = await runtimeFetch(url, { method, headers, body, signal, redirect: 'manual' })
+        } catch (err) {
+          if (signal?.aborted) throw abortError(signal)
+          await sleep(call(() => native.networkError(id, describeFailure(err))), signal)
+          continue
+        }
+        let verdict
+        let reader = null
+        let prefix = null
+        // Not for the caller: close its connection.
+        const discard = () => (reader ?? res.body)?.cancel().catch(() => {})
+        try {
+          verdict = call(() => native.judge(id, res.status, res.headers.get('retry-after-ms'), res.headers.get('retry-after')))
+          if (verdict === READ_PREFIX) {
+            const read = await readPrefix(res)
+            reader = read.reader
+            prefix = read.prefix
+            verdict = await callAsync(() => native.judgePrefix(id, res.status, prefix))
+          }
+        } catch (err) {
+          discard()
+          throw signal?.aborted ? abortError(signal) : err
+        }
+        if (verdict === DELIVER) {
+          // The native side has forgotten the exchange already.
+          delivered = true
+          return prefix === null ? res : replay(res, prefix, reader)
+        }
+        discard()
+        await sleep(verdict, signal)
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+      if (!delivered) native.finish(id)
     }
-    if (contentType && !headers.has('content-type')) headers.set('content-type', contentType)
-    const bytes = await bodyBytes(body)
-    if (signal?.aborted) throw abortError(signal)
+  }
 
-    const flat = []
-    headers.forEach((value, key) => flat.push(key, value))
+  async function fetch(input, init = {}) {
+    if (viaRuntime) return fetchViaRuntime(input, init)
+    const { url, method, flat, signal, bytes } = await parseFetchArgs(input, init)
     const id = call(() => native.start(url, method, flat, bytes))
     // The body's stream controller once there is one: an abort then errors the body.
     let controller = null

@@ -134,7 +134,12 @@ export function qwenPaths(options?: QwenOptions): QwenPaths
 /** Deletes `oauth_creds.json` under its lock (this logs the Qwen Code CLI out too); true when there was a file. */
 export function removeCredentials(options?: QwenOptions): Promise<boolean>
 
-export function createClient(options?: QwenOptions, auth?: { apiKey?: string }): QwenClient
+/**
+ * `transport`: which HTTP client moves the bytes. `native` (default under Node): the addon's own, on its I/O
+ * thread. `runtime` (default under Bun): the runtime's `fetch`, every decision (token, headers, pacing,
+ * retries, errors) still native. Env `QWEN_FETCH_TRANSPORT` overrides the default.
+ */
+export function createClient(options?: QwenOptions, auth?: { apiKey?: string; transport?: 'native' | 'runtime' }): QwenClient
 export function apiBaseUrl(resourceUrl?: string | null): string
 export function userAgent(cliVersion?: string): string
 /** The `qwen-code` provider block for OpenCode's config, with `userBlock` merged over it key by key. */

@@ -40,6 +40,35 @@ export declare class QwenClient {
    * Exactly one event answers: the head or a failure. `headers` is flat: `[k, v, k, v, ...]`.
    */
   start(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): number
+  /**
+   * Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
+   * no network (untrusted host, a key that cannot fit, a bad method). Then, per attempt, the headers
+   * (`headers` here when nothing needs waiting for, else `readyHeaders` / `prepareHeaders`), and `judge`
+   * (`judgePrefix` for 405/429) or `networkError` for what came back: -1 deliver (the exchange is then
+   * over), -2 read the body's first 64 KiB and ask `judgePrefix`, n >= 0 drop it and retry after n ms;
+   * a failure throws (`[E_CODE] message`). `finish` forgets it early (abort, a throw in between).
+   * Plain ids, strings and one object per call: under Bun a native object with a finalizer per request
+   * cost ~40 µs, more than the whole decision.
+   */
+  exchange(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): Begun
+  /** The next attempt's headers (flat) when nothing needs waiting for; null: call `prepareHeaders`. */
+  readyHeaders(id: number): Array<string> | null
+  /** The next attempt's headers (flat), after a token refresh and this process's pacing turn if needed. */
+  prepareHeaders(id: number): Promise<Array<string>>
+  /**
+   * What an answer means for exchange `id`, from its status and the only headers that matter to that:
+   * `retry-after-ms` and `retry-after` (null when absent).
+   */
+  judge(id: number, status: number, retryAfterMs?: string | undefined | null, retryAfter?: string | undefined | null): number
+  /** What a 405 or 429 means given the first bytes of its body (empty when it could not be read). */
+  judgePrefix(id: number, status: number, prefix: Buffer): Promise<number>
+  /** What a failure before the answer's head means (`detail`: the runtime's words, no URL). */
+  networkError(id: number, detail: string): number
+  /**
+   * Forget exchange `id`; a `prepareHeaders` still waiting ends with E_ABORTED (a refresh already under
+   * way still finishes, for whoever else needs it).
+   */
+  finish(id: number): void
   /** Ask for the next body bytes of request `id`: one event answers. False when the request is over. */
   pull(id: number): boolean
   /** End request `id` at any stage (waits, send, body) and close its connection; no event follows. */
@@ -65,6 +94,15 @@ export interface ApiKeyEndpoint {
 
 /** The endpoints an API key can be used with (Coding Plan China / international, DashScope Beijing / Singapore). */
 export declare function apiKeyEndpoints(): Array<ApiKeyEndpoint>
+
+/** What `QwenClient.exchange()` answers. */
+export interface Begun {
+  id: number
+  /** The body to send instead of the caller's; null: the caller's own. */
+  body?: string
+  /** The first attempt's headers (flat) when it can go at once; null: call `prepareHeaders`. */
+  headers?: Array<string>
+}
 
 /** null when the key's shape fits the endpoint, else a message saying what is wrong (never the key). */
 export declare function checkApiKey(key: string, endpoint: string): string | null

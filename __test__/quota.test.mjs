@@ -24,8 +24,8 @@ const beijing = (y, mo, d, h, mi, s) => Date.UTC(y, mo - 1, d, h - 8, mi, s)
 
 const cleanups = cleanupsAfterEach()
 
-async function setup() {
-  const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })
+async function setup(config = {}) {
+  const mock = await startMockQwen({ config: { apiKeys: [API_KEY], ...config } })
   cleanups.push(() => mock.close())
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-quota-'))
   cleanups.push(() => {
@@ -67,7 +67,9 @@ const runChild = (args, fakeNowMs, extraEnv) => startChild({ ...args, waitForGo:
 // ─── counts across processes ──────────────────────────────────────────────────────────────────────
 
 test('3 processes x 10 requests, pacing off: today and this minute are 30, counted in the shared state file', { timeout: 60_000 }, async () => {
-  const { mock, qwenHome, url } = await setup()
+  // Each answer takes 20 ms, so each process's 10 requests span 200 ms: far longer than the processes can
+  // be apart in receiving "go", so their requests overlap however busy the machine.
+  const { mock, qwenHome, url } = await setup({ chatDelayMs: 20 })
   // Early in a minute (and far from midnight), so "this minute" cannot roll over during the test.
   const t0 = beijing(2026, 5, 1, 12, 0, 1)
   const options = { qwenHome, ...NO_PACING }

@@ -386,6 +386,8 @@ unsafe fn js_bytes(env: napi::sys::napi_env, chunks: &[bytes::Bytes]) -> Result<
 struct Link {
     events: OnceLock<Arc<EventFn>>,
     slots: Mutex<HashMap<u32, Entry>>,
+    /// Requests whose bytes the runtime's `fetch` moves (`exchange()`).
+    exchanges: Mutex<HashMap<u32, Arc<Exchanging>>>,
     next_id: AtomicU32,
     /// Requests JS is waiting on; the channel is referenced exactly while this is above zero.
     waiting: AtomicU32,
@@ -400,6 +402,10 @@ struct Entry {
 impl Link {
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exchanges(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Exchanging>>> {
+        self.exchanges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One more event awaited: keep the process alive until it comes.
@@ -477,6 +483,7 @@ impl QwenClient {
         let link = Arc::new(Link {
             events: OnceLock::new(),
             slots: Mutex::new(HashMap::new()),
+            exchanges: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
         });
@@ -519,20 +526,7 @@ impl QwenClient {
         body: Option<Either<String, &[u8]>>,
     ) -> Result<u32> {
         let events = self.link.events.get().ok_or_else(no_channel)?.clone();
-        let mut it = headers.into_iter();
-        let mut pairs = Vec::with_capacity(it.len() / 2);
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            pairs.push((k, v));
-        }
-        let req = pipeline::Request {
-            url,
-            method,
-            headers: pairs,
-            body: body.map(|b| match b {
-                Either::A(s) => bytes::Bytes::from(s),
-                Either::B(b) => bytes::Bytes::copy_from_slice(b),
-            }),
-        };
+        let req = request(url, method, headers, body);
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let slot = bridge::Slot::new();
         self.link.slots().insert(id, Entry { slot: slot.clone(), waiting: true });
@@ -545,6 +539,105 @@ impl QwenClient {
             .await
         });
         Ok(id)
+    }
+
+    /// Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
+    /// no network (untrusted host, a key that cannot fit, a bad method). Then, per attempt, the headers
+    /// (`headers` here when nothing needs waiting for, else `readyHeaders` / `prepareHeaders`), and `judge`
+    /// (`judgePrefix` for 405/429) or `networkError` for what came back: -1 deliver (the exchange is then
+    /// over), -2 read the body's first 64 KiB and ask `judgePrefix`, n >= 0 drop it and retry after n ms;
+    /// a failure throws (`[E_CODE] message`). `finish` forgets it early (abort, a throw in between).
+    /// Plain ids, strings and one object per call: under Bun a native object with a finalizer per request
+    /// cost ~40 µs, more than the whole decision.
+    #[napi]
+    pub fn exchange(
+        &self,
+        url: String,
+        method: String,
+        headers: Vec<String>,
+        body: Option<Either<String, &[u8]>>,
+    ) -> Result<Begun> {
+        let req = request(url, method, headers, body);
+        let original = req.body.clone();
+        let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
+        // The body every attempt sends when it is not the caller's (aligned with the CLI, or a model id
+        // mapped for the key's plan); JSON text either way.
+        let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
+        let body = rewritten.map(|b| String::from_utf8_lossy(b).into_owned());
+        let headers = ex.ready().map(flat);
+        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let x = Arc::new(Exchanging { ex: tokio::sync::Mutex::new(ex), cancel: Default::default() });
+        self.link.exchanges().insert(id, x);
+        Ok(Begun { id, body, headers })
+    }
+
+    /// The next attempt's headers (flat) when nothing needs waiting for; null: call `prepareHeaders`.
+    #[napi]
+    pub fn ready_headers(&self, id: u32) -> Result<Option<Vec<String>>> {
+        let x = self.exchanging(id)?;
+        let mut ex = x.lock()?;
+        Ok(ex.ready().map(flat))
+    }
+
+    /// The next attempt's headers (flat), after a token refresh and this process's pacing turn if needed.
+    #[napi]
+    pub async fn prepare_headers(&self, id: u32) -> Result<Vec<String>> {
+        let x = self.exchanging(id)?;
+        let mut ex = x.ex.lock().await;
+        Ok(flat(ex.prepare(&x.cancel).await?))
+    }
+
+    /// What an answer means for exchange `id`, from its status and the only headers that matter to that:
+    /// `retry-after-ms` and `retry-after` (null when absent).
+    #[napi]
+    pub fn judge(
+        &self,
+        id: u32,
+        status: u32,
+        retry_after_ms: Option<String>,
+        retry_after: Option<String>,
+    ) -> Result<f64> {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in [("retry-after-ms", retry_after_ms), ("retry-after", retry_after)] {
+            if let Some(v) = value.and_then(|v| reqwest::header::HeaderValue::from_str(&v).ok()) {
+                map.insert(name, v);
+            }
+        }
+        let x = self.exchanging(id)?;
+        let v = x.lock()?.judge(status.min(999) as u16, &map);
+        if matches!(v, pipeline::Verdict::Deliver) {
+            self.finish(id);
+        }
+        verdict(v)
+    }
+
+    /// What a 405 or 429 means given the first bytes of its body (empty when it could not be read).
+    #[napi]
+    pub async fn judge_prefix(&self, id: u32, status: u32, prefix: Buffer) -> Result<f64> {
+        let x = self.exchanging(id)?;
+        let v = x.ex.lock().await.judge_prefix(status.min(999) as u16, &prefix).await;
+        if matches!(v, pipeline::Verdict::Deliver) {
+            self.finish(id);
+        }
+        verdict(v)
+    }
+
+    /// What a failure before the answer's head means (`detail`: the runtime's words, no URL).
+    #[napi]
+    pub fn network_error(&self, id: u32, detail: String) -> Result<f64> {
+        let x = self.exchanging(id)?;
+        let mut ex = x.lock()?;
+        let err = error::Error::Network { endpoint: ex.endpoint.clone(), detail };
+        verdict(ex.network_error(err))
+    }
+
+    /// Forget exchange `id`; a `prepareHeaders` still waiting ends with E_ABORTED (a refresh already under
+    /// way still finishes, for whoever else needs it).
+    #[napi]
+    pub fn finish(&self, id: u32) {
+        if let Some(x) = self.link.exchanges().remove(&id) {
+            x.cancel.cancel();
+        }
     }
 
     /// Ask for the next body bytes of request `id`: one event answers. False when the request is over.
@@ -592,4 +685,78 @@ impl QwenClient {
             None => Ok(None),
         }
     }
+}
+
+/// `fetch(url, init)` as the binding receives it: headers flat (`[k, v, k, v, ...]`).
+fn request(
+    url: String,
+    method: String,
+    headers: Vec<String>,
+    body: Option<Either<String, &[u8]>>,
+) -> pipeline::Request {
+    let mut it = headers.into_iter();
+    let mut pairs = Vec::with_capacity(it.len() / 2);
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        pairs.push((k, v));
+    }
+    pipeline::Request {
+        url,
+        method,
+        headers: pairs,
+        body: body.map(|b| match b {
+            Either::A(s) => bytes::Bytes::from(s),
+            Either::B(b) => bytes::Bytes::copy_from_slice(b),
+        }),
+    }
+}
+
+/// Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
+const DELIVER: f64 = -1.0;
+const READ_PREFIX: f64 = -2.0;
+
+fn verdict(v: pipeline::Verdict) -> Result<f64> {
+    match v {
+        pipeline::Verdict::Deliver => Ok(DELIVER),
+        pipeline::Verdict::ReadPrefix => Ok(READ_PREFIX),
+        pipeline::Verdict::Retry(wait) => Ok(wait.as_millis() as f64),
+        pipeline::Verdict::Fail(e) => Err(e.into()),
+    }
+}
+
+/// One request begun with `exchange()`.
+struct Exchanging {
+    ex: tokio::sync::Mutex<pipeline::Exchange>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// What `QwenClient.exchange()` answers.
+#[napi(object)]
+pub struct Begun {
+    pub id: u32,
+    /// The body to send instead of the caller's; null: the caller's own.
+    pub body: Option<String>,
+    /// The first attempt's headers (flat) when it can go at once; null: call `prepareHeaders`.
+    pub headers: Option<Vec<String>>,
+}
+
+impl Exchanging {
+    fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, pipeline::Exchange>> {
+        self.ex
+            .try_lock()
+            .map_err(|_| Error::new(Status::GenericFailure, "QwenClient: this exchange is still preparing"))
+    }
+}
+
+impl QwenClient {
+    fn exchanging(&self, id: u32) -> Result<Arc<Exchanging>> {
+        self.link
+            .exchanges()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::new(Status::GenericFailure, format!("QwenClient: no exchange {id} (finished?)")))
+    }
+}
+
+fn flat(pairs: Vec<(String, String)>) -> Vec<String> {
+    pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()
 }

@@ -3,6 +3,7 @@
 //! streamed body. Every wait and the body itself end at once when the request's `CancellationToken` fires.
 
 pub mod body;
+pub mod exchange;
 pub mod headers;
 pub mod model_alias;
 pub mod pacing;
@@ -11,11 +12,10 @@ pub mod trust;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::debug_log;
 use crate::error::{Error, Result};
 use crate::http;
 use crate::token_manager::TokenManager;
-use headers::AuthKind;
+pub use exchange::{Exchange, Verdict, PREFIX_LIMIT};
 
 /// How requests are authorised.
 #[derive(Clone)]
@@ -63,12 +63,14 @@ pub struct Pipeline {
     settings: Arc<Settings>,
     auth: Auth,
     /// Session and prompt ids for CLI-aligned bodies.
-    sessions: body::Sessions,
+    pub(crate) sessions: body::Sessions,
+    /// The latest URL that passed the trust check: an agent sends request after request to one endpoint.
+    last_trusted: std::sync::Mutex<Option<(String, reqwest::Url)>>,
 }
 
 impl Pipeline {
     pub fn new(settings: Arc<Settings>, auth: Auth) -> Self {
-        Pipeline { settings, auth, sessions: body::Sessions::default() }
+        Pipeline { settings, auth, sessions: body::Sessions::default(), last_trusted: Default::default() }
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -79,36 +81,32 @@ impl Pipeline {
         &self.auth
     }
 
+    /// `trust::check`, remembered for the latest URL that passed.
+    pub(crate) fn trusted_url(&self, url: &str) -> Result<reqwest::Url> {
+        let mut last = self.last_trusted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((text, parsed)) = last.as_ref().filter(|(text, _)| text == url) {
+            debug_assert_eq!(text, url);
+            return Ok(parsed.clone());
+        }
+        let parsed = trust::check(url, &self.settings)?;
+        *last = Some((url.to_string(), parsed.clone()));
+        Ok(parsed)
+    }
+
     pub async fn execute(&self, req: Request, cancel: CancellationToken) -> Result<Response> {
         if cancel.is_cancelled() {
             return Err(Error::Aborted);
         }
-        // Before any token is fetched or sent: refuse hosts we would not give it to.
-        let url = trust::check(&req.url, &self.settings)?;
-        let body = self.key_path_body(&req)?;
-        // After the key path's model alias: the CLI's rules depend on the model that goes out.
-        let body = body::align(body, &req, &self.settings, &self.sessions);
-        let endpoint = strip_query(&req.url);
-        let method = parse_method(&req.method)?;
+        let mut ex = Exchange::new(self, req)?;
         // Built on first use (rustls roots take ms): before the pacing wait, not between a slot and the send.
         let client = http::client();
-        let max_retries = self.settings.max_retries;
-        let max_wait = Duration::from_millis(self.settings.max_wait_ms);
-
-        let mut retries = 0u32;
-        // After the first 401/403: the refused token, taken by the next attempt for its one forced refresh.
-        let mut refused: Option<String> = None;
-        let mut refreshed = false;
-        let mut attempt = 0u32;
         loop {
-            attempt += 1;
-            let (token, kind) = self.token(refused.take(), &cancel).await?;
-            let turn = pacing::wait_turn(&self.settings, &cancel).await?;
-            let headers = header_map(headers::build(&req.headers, &token, kind, &self.settings.cli_version))?;
-            debug_log!("{method} {endpoint} attempt {attempt} (paced {} ms)", turn.waited.as_millis());
-
-            let mut builder = client.request(method.clone(), url.clone()).headers(headers);
-            if let Some(body) = &body {
+            let headers = match ex.ready() {
+                Some(headers) => headers,
+                None => ex.prepare(&cancel).await?,
+            };
+            let mut builder = client.request(ex.method.clone(), ex.url.clone()).headers(header_map(headers)?);
+            if let Some(body) = &ex.body {
                 builder = builder.body(body.clone());
             }
             let sent = tokio::select! {
@@ -118,100 +116,57 @@ impl Pipeline {
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) if e.is_builder() => return Err(Error::invalid_arg("request", e.to_string())),
-                Err(e) => {
-                    let err = Error::network(&endpoint, &e);
-                    debug_log!("{method} {endpoint} attempt {attempt}: {err}");
-                    if retries >= max_retries {
-                        return Err(err);
+                Err(e) => match ex.network_error(Error::network(&ex.endpoint, &e)) {
+                    Verdict::Retry(wait) => {
+                        pause(wait, &cancel).await?;
+                        continue;
                     }
-                    self.pause(retry::backoff(retries, random()), max_wait, "network error", &cancel).await?;
-                    retries += 1;
-                    continue;
-                }
+                    Verdict::Fail(err) => return Err(err),
+                    Verdict::Deliver | Verdict::ReadPrefix => unreachable!("a failed send has nothing to deliver"),
+                },
             };
             let status = resp.status().as_u16();
-            debug_log!("{method} {endpoint} attempt {attempt} -> {status}");
-
-            if matches!(status, 401 | 403) && matches!(self.auth, Auth::OAuth(_)) {
-                if refreshed {
-                    return Err(Error::TokenRefused { endpoint, status });
+            let verdict = match ex.judge(status, resp.headers()) {
+                Verdict::ReadPrefix => {
+                    let head = Head::of(&resp);
+                    let (prefix, rest) = match read_prefix(resp, &ex.endpoint, &cancel).await {
+                        Ok(read) => read,
+                        Err(Error::Aborted) => return Err(Error::Aborted),
+                        // It broke off mid-body: still the same status, just without a readable reason.
+                        Err(_) => (Bytes::new(), None),
+                    };
+                    match ex.judge_prefix(status, &prefix).await {
+                        Verdict::Deliver => return Ok(head.with_body(prefix, rest)),
+                        other => other,
+                    }
                 }
-                // Dropping the response closes its connection; the body is of no use to anyone.
-                drop(resp);
-                refreshed = true;
-                refused = Some(token);
-                continue;
-            }
-
-            // API keys: a 401 is final (there is nothing to refresh); a 405 from the Coding Plan is its
-            // "coding agents only" gate. Both become errors that say what to do.
-            if matches!(self.auth, Auth::ApiKey(_)) && status == 401 {
-                drop(resp);
-                return Err(Error::KeyRefused { endpoint, status });
-            }
-            if matches!(self.auth, Auth::ApiKey(_)) && status == 405 {
-                let head = Head::of(&resp);
-                let (prefix, rest) = match read_prefix(resp, &endpoint, &cancel).await {
-                    Ok(read) => read,
-                    Err(Error::Aborted) => return Err(Error::Aborted),
-                    Err(_) => (Bytes::new(), None),
-                };
-                if crate::api_key::is_coding_agents_only(&prefix) {
-                    return Err(Error::KeyNotAllowed { endpoint });
+                Verdict::Deliver => {
+                    // From here on the body belongs to the caller: no replay whatever happens to it.
+                    let head = Head::of(&resp);
+                    let endpoint = ex.endpoint.clone();
+                    let mut stream: BodyStream =
+                        Box::pin(resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e))));
+                    let (ready, complete) = take_ready(&mut stream);
+                    if complete {
+                        return Ok(head.complete(ready));
+                    }
+                    let body: BodyStream = Box::pin(futures_util::stream::iter(ready).chain(stream));
+                    return Ok(head.into_response(body));
                 }
-                return Ok(head.with_body(prefix, rest));
+                // Dropping the response closes its connection; its body is of no use to anyone.
+                other => other,
+            };
+            match verdict {
+                Verdict::Retry(wait) => pause(wait, &cancel).await?,
+                Verdict::Fail(err) => return Err(err),
+                Verdict::Deliver | Verdict::ReadPrefix => unreachable!("handled above"),
             }
-
-            if status == 429 {
-                let server_wait = retry::retry_after(resp.headers(), SystemTime::now());
-                let head = Head::of(&resp);
-                let (prefix, rest) = match read_prefix(resp, &endpoint, &cancel).await {
-                    Ok(read) => read,
-                    Err(Error::Aborted) => return Err(Error::Aborted),
-                    // The 429 broke off mid-body: it is still a 429, just without a readable reason.
-                    Err(_) => (Bytes::new(), None),
-                };
-                let quota_hit = retry::is_free_quota_exhausted(status, &prefix);
-                let reason = if quota_hit { crate::quota::Reason::Quota } else { crate::quota::Reason::RateLimit };
-                crate::quota::record_429(&self.settings, reason, server_wait).await;
-                if quota_hit {
-                    return Err(Error::QuotaExhausted { endpoint });
-                }
-                if retries >= max_retries {
-                    return Ok(head.with_body(prefix, rest));
-                }
-                drop(rest);
-                let wait = server_wait.unwrap_or_else(|| retry::backoff(retries, random()));
-                self.pause(wait, max_wait, "429", &cancel).await?;
-                retries += 1;
-                continue;
-            }
-
-            if status >= 500 && retries < max_retries {
-                let wait = retry::retry_after(resp.headers(), SystemTime::now())
-                    .unwrap_or_else(|| retry::backoff(retries, random()));
-                drop(resp);
-                self.pause(wait, max_wait, "server error", &cancel).await?;
-                retries += 1;
-                continue;
-            }
-
-            // From here on the body belongs to the caller: no replay whatever happens to it.
-            let head = Head::of(&resp);
-            let mut stream: BodyStream =
-                Box::pin(resp.bytes_stream().map(move |r| r.map_err(|e| Error::network(&endpoint, &e))));
-            let (ready, complete) = take_ready(&mut stream);
-            if complete {
-                return Ok(head.complete(ready));
-            }
-            let body: BodyStream = Box::pin(futures_util::stream::iter(ready).chain(stream));
-            return Ok(head.into_response(body));
         }
     }
 
     /// The body to send. With an API key: first refuse a key whose shape cannot fit the endpoint (before
     /// pacing or sending anything), then map the OAuth model ids onto the plan's default model.
-    fn key_path_body(&self, req: &Request) -> Result<Option<Bytes>> {
+    pub(crate) fn key_path_body(&self, req: &Request) -> Result<Option<Bytes>> {
         let Auth::ApiKey(key) = &self.auth else { return Ok(req.body.clone()) };
         if let Some(reason) = crate::api_key::check_key(key, &req.url) {
             return Err(Error::KeyInvalid { reason });
@@ -234,43 +189,16 @@ impl Pipeline {
             None => Ok(Some(body.clone())),
         }
     }
+}
 
-    /// The token for the next attempt. With `refused`, one forced refresh (unless another process has
-    /// refreshed since). Runs in its own task so that an abort does not cut a refresh off mid-way (the
-    /// manager may hold the credentials lock); the caller just stops waiting.
-    async fn token(&self, refused: Option<String>, cancel: &CancellationToken) -> Result<(String, AuthKind)> {
-        match &self.auth {
-            Auth::ApiKey(key) => Ok((key.clone(), AuthKind::ApiKey)),
-            Auth::OAuth(tm) => {
-                if refused.is_none() {
-                    if let Some(creds) = tm.ready_credentials() {
-                        return Ok((creds.access_token, AuthKind::OAuth));
-                    }
-                }
-                let tm = tm.clone();
-                let force = refused.is_some();
-                if force {
-                    debug_log!("token refused by the API: forcing one refresh");
-                }
-                let task = tokio::spawn(async move { tm.valid_credentials(force, refused.as_deref()).await });
-                let creds = tokio::select! {
-                    _ = cancel.cancelled() => return Err(Error::Aborted),
-                    joined = task => joined.map_err(|e| Error::bad_response("token manager", e.to_string()))??,
-                };
-                crate::log::remember_secret(&creds.access_token);
-                Ok((creds.access_token, AuthKind::OAuth))
-            }
-        }
+/// Wait before a retry (none after a refused token), ending early with `Aborted`.
+async fn pause(wait: Duration, cancel: &CancellationToken) -> Result<()> {
+    if wait.is_zero() {
+        return Ok(());
     }
-
-    /// Wait before a retry, capped at `max_wait`, ending early with `Aborted`.
-    async fn pause(&self, wait: Duration, max_wait: Duration, why: &str, cancel: &CancellationToken) -> Result<()> {
-        let wait = wait.min(max_wait);
-        debug_log!("waiting {} ms before retrying ({why})", wait.as_millis());
-        tokio::select! {
-            _ = cancel.cancelled() => Err(Error::Aborted),
-            _ = tokio::time::sleep(wait) => Ok(()),
-        }
+    tokio::select! {
+        _ = cancel.cancelled() => Err(Error::Aborted),
+        _ = tokio::time::sleep(wait) => Ok(()),
     }
 }
 
@@ -372,9 +300,6 @@ fn take_ready(stream: &mut BodyStream) -> (Vec<Result<Bytes>>, bool) {
     }
 }
 
-/// Enough of an error body to classify it.
-const PREFIX_LIMIT: usize = 64 * 1024;
-
 /// Read a body up to `PREFIX_LIMIT` bytes; the unread remainder (if any) comes back as a stream.
 async fn read_prefix(
     resp: reqwest::Response,
@@ -403,7 +328,7 @@ async fn read_prefix(
 }
 
 /// `fetch` upper-cases the standard methods and leaves others as given.
-fn parse_method(method: &str) -> Result<reqwest::Method> {
+pub(crate) fn parse_method(method: &str) -> Result<reqwest::Method> {
     const STANDARD: &[&str] = &["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
     let m = if method.is_empty() {
         "GET".to_string()
@@ -428,12 +353,8 @@ fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap> {
     Ok(map)
 }
 
-fn strip_query(url: &str) -> String {
+pub(crate) fn strip_query(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_string()
-}
-
-fn random() -> f64 {
-    rand::rng().random::<f64>()
 }
 
 #[cfg(test)]

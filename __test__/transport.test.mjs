@@ -1,0 +1,120 @@
+// Which HTTP client moves the bytes: the addon's own (`native`, the default under Node) or the runtime's
+// `fetch` (`runtime`, the default under Bun), with the same native decisions either way. The rest of the
+// fetch behaviour runs under both: `npm test` runs the fetch suites again with QWEN_FETCH_TRANSPORT=runtime.
+// node:test; also runs under `bun test`.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import api from '../api.cjs'
+import { startMockQwen } from './support/mock-qwen.mjs'
+import { cleanupsAfterEach, throws } from './support/helpers.mjs'
+
+const CHAT = '/v1/chat/completions'
+const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
+const cleanups = cleanupsAfterEach()
+
+async function setup() {
+  const mock = await startMockQwen()
+  cleanups.push(() => mock.close())
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-transport-'))
+  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  const qwenHome = path.join(tmp, 'home')
+  fs.mkdirSync(qwenHome, { mode: 0o700 })
+  const issued = mock.issueTokens()
+  fs.writeFileSync(path.join(qwenHome, 'oauth_creds.json'), JSON.stringify(issued), { mode: 0o600 })
+  return { mock, issued, opts: { qwenHome, oauthBaseUrl: mock.url, ...NO_PACING }, url: `${mock.url}${CHAT}` }
+}
+
+/** Swap the runtime's fetch for one that records its calls (and still sends) while `fn` creates a client. */
+function recordingFetch() {
+  const real = globalThis.fetch
+  const calls = []
+  const answers = []
+  globalThis.fetch = async (url, init) => {
+    calls.push({ url: String(url), init })
+    const res = await real(url, init)
+    answers.push(res)
+    return res
+  }
+  cleanups.push(() => {
+    globalThis.fetch = real
+  })
+  return { calls, answers }
+}
+
+/** Run `fn` with QWEN_FETCH_TRANSPORT set to `value` (undefined: unset), restored afterwards. */
+function withEnv(value, fn) {
+  const before = process.env.QWEN_FETCH_TRANSPORT
+  if (value === undefined) delete process.env.QWEN_FETCH_TRANSPORT
+  else process.env.QWEN_FETCH_TRANSPORT = value
+  try {
+    return fn()
+  } finally {
+    if (before === undefined) delete process.env.QWEN_FETCH_TRANSPORT
+    else process.env.QWEN_FETCH_TRANSPORT = before
+  }
+}
+
+const chatInit = () => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', authorization: 'Bearer from-the-caller', 'x-session-affinity': 'ses_1' },
+  body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: 'hi' }] }),
+})
+
+test('an unknown transport is refused, from the option or from QWEN_FETCH_TRANSPORT', () => {
+  const e = throws(() => api.createClient({ qwenHome: os.tmpdir() }, { transport: 'carrier-pigeon' }))
+  assert.equal(e.code, 'E_INVALID_ARG')
+  assert.match(e.message, /"native" or "runtime"/)
+  const fromEnv = withEnv('udp', () => throws(() => api.createClient({ qwenHome: os.tmpdir() })))
+  assert.equal(fromEnv.code, 'E_INVALID_ARG')
+  assert.match(fromEnv.message, /QWEN_FETCH_TRANSPORT/)
+})
+
+test('runtime transport: the runtime fetch carries the request with our headers, and its Response is handed back as is', async () => {
+  const { mock, issued, opts, url } = await setup()
+  const rec = recordingFetch()
+  const client = api.createClient(opts, { transport: 'runtime' })
+  const res = await client.fetch(url, chatInit())
+  assert.equal(res.status, 200)
+  assert.equal(rec.calls.length, 1)
+  assert.equal(res, rec.answers[0], 'no copy, no wrapper: the runtime streams the body itself')
+  const sent = new Headers(rec.calls[0].init.headers)
+  assert.equal(sent.get('authorization'), `Bearer ${issued.access_token}`, 'our token, not the caller header')
+  assert.equal(sent.get('x-dashscope-authtype'), 'qwen-oauth')
+  assert.equal(sent.get('x-session-affinity'), null)
+  assert.equal(rec.calls[0].init.redirect, 'manual', 'a redirect would carry the token elsewhere')
+  const body = await res.json()
+  assert.ok(body.choices)
+  const seen = mock.requestsTo(CHAT)
+  assert.equal(seen.length, 1)
+  assert.equal(seen[0].headers.authorization, `Bearer ${issued.access_token}`)
+  // The body that went out is the CLI-aligned one the native side built, not the caller's.
+  assert.ok(JSON.parse(seen[0].rawBody).metadata, 'aligned body carries the CLI metadata')
+})
+
+test('native transport leaves the runtime fetch alone; under Node it is the default', async () => {
+  const { mock, opts, url } = await setup()
+  const rec = recordingFetch()
+  const clients = [api.createClient(opts, { transport: 'native' })]
+  if (typeof Bun === 'undefined') clients.push(withEnv(undefined, () => api.createClient(opts)))
+  for (const client of clients) {
+    const res = await client.fetch(url, chatInit())
+    assert.equal(res.status, 200)
+    assert.ok((await res.json()).choices)
+  }
+  assert.equal(rec.calls.length, 0)
+  assert.equal(mock.requestsTo(CHAT).length, clients.length)
+})
+
+test('runtime transport: a refused token is refreshed once and the request sent again', async () => {
+  const { mock, opts, url } = await setup()
+  const rec = recordingFetch()
+  mock.invalidateAccessTokens()
+  const client = api.createClient(opts, { transport: 'runtime' })
+  const res = await client.fetch(url, chatInit())
+  assert.equal(res.status, 200)
+  assert.equal(rec.calls.filter((c) => c.url === url).length, 2, 'the refused attempt and the one after the refresh')
+  assert.equal(mock.refreshGrants, 1)
+})
