@@ -10,7 +10,7 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { QwenCodePlugin } from '../index.js'
 import { startMockQwen } from './support/mock-qwen.mjs'
-import { cleanupsAfterEach, until } from './support/helpers.mjs'
+import { cleanupsAfterEach, until, removeTempDir } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -22,7 +22,7 @@ const cleanups = cleanupsAfterEach()
 
 function tempDir() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-apikey-'))
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(dir))
   return dir
 }
 

@@ -12,7 +12,7 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnChild } from './support/children.mjs'
-import { DEVICE_KEYS, REFRESH_KEYS, assertUntouched, cleanupsAfterEach, rejection, sha, snapshot, throws } from './support/helpers.mjs'
+import { DEVICE_KEYS, REFRESH_KEYS, assertUntouched, cleanupsAfterEach, rejection, sha, snapshot, throws, removeTempDir } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -21,7 +21,7 @@ const cleanups = cleanupsAfterEach()
 
 function tempDir(tag) {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), `qwen-bad-${tag}-`))
-  cleanups.push(() => fs.rmSync(d, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(d))
   return d
 }
 

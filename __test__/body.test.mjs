@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { CASES, cliBuild, fixture } from './support/cli-bodies.mjs'
-import { cleanupsAfterEach } from './support/helpers.mjs'
+import { cleanupsAfterEach, removeTempDir } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -29,7 +29,7 @@ async function setup() {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })
   cleanups.push(() => mock.close())
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-body-'))
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(tmp))
   const qwenHome = path.join(tmp, 'qwen-home')
   fs.mkdirSync(qwenHome, { mode: 0o700 })
   const { access_token, refresh_token, token_type, resource_url, expiry_date } = mock.issueTokens()

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
-import { cleanupsAfterEach } from './support/helpers.mjs'
+import { cleanupsAfterEach, removeTempDir } from './support/helpers.mjs'
 
 const require = createRequire(import.meta.url)
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -27,7 +27,7 @@ async function setup(config = {}) {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY], ...config } })
   cleanups.push(() => mock.close())
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-cli-'))
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(tmp))
   const qwenHome = path.join(tmp, 'qwen-home')
   const dataHome = path.join(tmp, 'data')
   const env = {

@@ -9,7 +9,7 @@ import path from 'node:path'
 import net from 'node:net'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
-import { cleanupsAfterEach, rejection, until } from './support/helpers.mjs'
+import { cleanupsAfterEach, rejection, until, removeTempDir } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -22,7 +22,7 @@ async function setup({ config = {}, options = {}, apiKey } = {}) {
   const mock = await startMockQwen({ config: { apiKeys: [API_KEY], ...config } })
   cleanups.push(() => mock.close())
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-fetch-'))
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(tmp))
   const qwenHome = path.join(tmp, 'qwen-home')
   fs.mkdirSync(qwenHome, { mode: 0o700 })
   const issued = mock.issueTokens()

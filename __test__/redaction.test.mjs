@@ -16,7 +16,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnScript } from './support/children.mjs'
-import { DEVICE_KEYS, cleanupsAfterEach } from './support/helpers.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach, removeTempDir } from './support/helpers.mjs'
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'safety-child.mjs')
 const TOKEN_PATH = '/api/v1/oauth2/token'
@@ -55,7 +55,7 @@ async function mockServer(config = {}) {
 
 function home(tag) {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), `qwen-safety-${tag}-`))
-  cleanups.push(() => fs.rmSync(d, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(d))
   return d
 }
 

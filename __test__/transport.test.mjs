@@ -9,7 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
-import { cleanupsAfterEach, throws } from './support/helpers.mjs'
+import { cleanupsAfterEach, throws, removeTempDir } from './support/helpers.mjs'
 
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -19,7 +19,7 @@ async function setup() {
   const mock = await startMockQwen()
   cleanups.push(() => mock.close())
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-transport-'))
-  cleanups.push(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  cleanups.push(() => removeTempDir(tmp))
   const qwenHome = path.join(tmp, 'home')
   fs.mkdirSync(qwenHome, { mode: 0o700 })
   const issued = mock.issueTokens()

@@ -4,6 +4,7 @@ import { afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import api from '../../api.cjs'
 
 /** Key order of oauth_creds.json as the Qwen Code CLI writes it after a device login / after a refresh. */
 export const DEVICE_KEYS = ['access_token', 'refresh_token', 'token_type', 'resource_url', 'expiry_date']
@@ -39,6 +40,15 @@ export function throws(fn) {
     return err
   }
   assert.fail('expected an error')
+}
+
+/**
+ * Remove a test's temp dir once this process's request counts have landed in it: with pacing off they are
+ * written by a background thread (src/quota.rs), which could otherwise add a file while the dir is removed.
+ */
+export function removeTempDir(dir) {
+  api.flushQuota()
+  fs.rmSync(dir, { recursive: true, force: true })
 }
 
 /** Poll `fn` (sync or async) until it returns a truthy value, which is returned; fail after `timeoutMs`. */
