@@ -51,10 +51,16 @@ export declare class QwenClient {
    * cost ~40 µs, more than the whole decision.
    */
   exchange(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): Begun
-  /** The next attempt's headers (flat) when nothing needs waiting for; null: call `prepareHeaders`. */
-  readyHeaders(id: number): Array<string> | null
-  /** The next attempt's headers (flat), after a token refresh and this process's pacing turn if needed. */
-  prepareHeaders(id: number): Promise<Array<string>>
+  /** The next attempt's headers (`joined`) when nothing needs waiting for; null: call `prepareHeaders`. */
+  readyHeaders(id: number): string | null
+  /** The next attempt's headers (`joined`), after a token refresh and this process's pacing turn if needed. */
+  prepareHeaders(id: number): Promise<string>
+  /**
+   * What an answer means for exchange `id` from its status alone, or -3 when its `Retry-After` headers
+   * matter too: then ask `judge`. Saves reading headers (and a string each) on every answer that is not
+   * a 429 or 5xx.
+   */
+  judgeStatus(id: number, status: number): number
   /**
    * What an answer means for exchange `id`, from its status and the only headers that matter to that:
    * `retry-after-ms` and `retry-after` (null when absent).
@@ -100,8 +106,8 @@ export interface Begun {
   id: number
   /** The body to send instead of the caller's; null: the caller's own. */
   body?: string
-  /** The first attempt's headers (flat) when it can go at once; null: call `prepareHeaders`. */
-  headers?: Array<string>
+  /** The first attempt's headers (`joined`) when it can go at once; null: call `prepareHeaders`. */
+  headers?: string
 }
 
 /** null when the key's shape fits the endpoint, else a message saying what is wrong (never the key). */

@@ -118,3 +118,65 @@ test('runtime transport: a refused token is refreshed once and the request sent 
   assert.equal(rec.calls.filter((c) => c.url === url).length, 2, 'the refused attempt and the one after the refresh')
   assert.equal(mock.refreshGrants, 1)
 })
+
+test('runtime transport: headers as a plain object, a Headers object or a Request go out the same', async () => {
+  const { mock, opts, url } = await setup()
+  const client = api.createClient(opts, { transport: 'runtime' })
+  const body = JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: 'hi' }] })
+  const given = { 'Content-Type': 'application/json', 'X-Trace': '  padded  ', Authorization: 'Bearer from-the-caller' }
+  const calls = [
+    () => client.fetch(url, { method: 'post', headers: given, body }),
+    () => client.fetch(new URL(url), { method: 'POST', headers: new Headers(given), body }),
+    () => client.fetch(new Request(url, { method: 'POST', headers: given, body })),
+  ]
+  for (const call of calls) {
+    const res = await call()
+    assert.equal(res.status, 200)
+    await res.arrayBuffer()
+  }
+  const seen = mock.requestsTo(CHAT)
+  assert.equal(seen.length, 3)
+  const shape = (r) => ({
+    method: r.method,
+    trace: r.headers['x-trace'],
+    type: r.headers['content-type'],
+    auth: r.headers.authorization,
+    ua: r.headers['user-agent'],
+    names: Object.keys(r.headers).filter((k) => k.startsWith('x-dashscope')).sort(),
+  })
+  assert.equal(seen[0].method, 'POST', 'the method is upper-cased as fetch does')
+  assert.equal(seen[0].headers['x-trace'], 'padded', 'values are trimmed as Headers trims them')
+  assert.notEqual(seen[0].headers.authorization, 'Bearer from-the-caller')
+  assert.deepEqual(shape(seen[1]), shape(seen[0]))
+  assert.deepEqual(shape(seen[2]), shape(seen[0]))
+  assert.deepEqual(JSON.parse(seen[1].rawBody).messages, JSON.parse(seen[0].rawBody).messages)
+})
+
+test('runtime transport: a header holding a line break is refused before anything is sent', async () => {
+  const { mock, opts, url } = await setup()
+  const rec = recordingFetch()
+  const client = api.createClient(opts, { transport: 'runtime' })
+  for (const headers of [{ 'x-note': 'a\nauthorization\nBearer planted' }, { 'x-bad\r\nname': '1' }]) {
+    const e = await client.fetch(url, { method: 'POST', headers, body: '{}' }).then(
+      () => assert.fail('expected a refusal'),
+      (err) => err,
+    )
+    assert.equal(e.code, 'E_INVALID_ARG')
+    assert.match(e.message, /line break/)
+  }
+  assert.equal(rec.calls.length, 0)
+  assert.equal(mock.requestsTo(CHAT).length, 0)
+})
+
+test('runtime transport: a 429 is retried after its Retry-After (read only for such answers)', async () => {
+  const { mock, opts, url } = await setup()
+  const rec = recordingFetch()
+  mock.enqueue429({ retryAfterMs: 30 })
+  const client = api.createClient(opts, { transport: 'runtime' })
+  const res = await client.fetch(url, chatInit())
+  assert.equal(res.status, 200)
+  assert.ok((await res.json()).choices)
+  assert.equal(rec.calls.length, 2)
+  const [first, second] = mock.requestsTo(CHAT)
+  assert.ok(second.hr - first.hr >= 30, `retried ${second.hr - first.hr} ms after the 429, asked for 30`)
+})

@@ -257,7 +257,13 @@ impl CredentialStore {
         }
     }
 
-    /// Atomic save: dir 0700, temp file 0600 + fsync + rename (+ dir fsync). Returns the new mtime.
+    /// Atomic save: dir 0700, temp file 0600, rename; then fsync of the file and the dir in the background.
+    /// Returns the new mtime.
+    ///
+    /// Why the fsync comes after the rename, off the caller's path: it costs ~1 ms on a real disk, more than
+    /// the refresh's HTTP call, and it protects only against a power cut in that same millisecond, when the
+    /// server has already retired the old refresh token (a login is lost either way). Other processes and a
+    /// killed process see the whole new file from the moment of the rename. The CLI does not fsync at all.
     pub fn save(&self, creds: &Credentials, order: KeyOrder) -> Result<SystemTime> {
         Ok(self.save_stamped(creds, order)?.mtime)
     }
@@ -271,11 +277,8 @@ impl CredentialStore {
         let result = write_temp(&tmp, creds.to_cli_json(order).as_bytes())
             .and_then(|stamp| rename_with_retry(&tmp, &target).map(|()| stamp));
         match result {
-            Ok(stamp) => {
-                // Makes the rename itself durable; the data is already safe, so a failure only gets logged.
-                if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
-                    debug_log!("fsync of {} failed: {e}", self.dir.display());
-                }
+            Ok((file, stamp)) => {
+                make_durable(file, self.dir.clone());
                 debug_log!("saved {} ({order:?} key order)", target.display());
                 Ok(stamp)
             }
@@ -331,8 +334,27 @@ impl CredentialStore {
     }
 }
 
-/// Create `tmp` exclusively with mode 0600, write, fsync; returns the stamp the file keeps after rename.
-fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<FileStamp> {
+/// fsync of a file just renamed into place, then of its directory (the rename itself), on a thread of their
+/// own. Failures are logged: the file is already in place and complete for every reader.
+fn make_durable(file: File, dir: PathBuf) {
+    let sync = move || {
+        if let Err(e) = file.sync_all().and_then(|()| File::open(&dir)?.sync_all()) {
+            debug_log!("fsync after saving in {} failed: {e}", dir.display());
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(sync)),
+        Err(_) => {
+            if let Err(e) = std::thread::Builder::new().name("qwen-fsync".into()).spawn(sync) {
+                debug_log!("fsync thread not started: {e}");
+            }
+        }
+    }
+}
+
+/// Create `tmp` exclusively with mode 0600 and write it; returns the open file and the stamp it keeps after
+/// the rename.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<(File, FileStamp)> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -344,9 +366,9 @@ fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<FileStamp> {
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
     }
     file.write_all(bytes)?;
-    file.sync_all()?;
     // rename keeps inode and mtime, so this is the stamp of the file once it is in place.
-    Ok(FileStamp::of(&file.metadata()?))
+    let stamp = FileStamp::of(&file.metadata()?);
+    Ok((file, stamp))
 }
 
 /// The CLI's `renameWithRetry`: 3 attempts, 50 ms apart, for the transient errors Windows gives.

@@ -557,6 +557,12 @@ impl QwenClient {
         headers: Vec<String>,
         body: Option<Either<String, &[u8]>>,
     ) -> Result<Begun> {
+        // The headers come back joined by line breaks: a name or value holding one (fetch refuses those too)
+        // would split wrongly.
+        if let Some(bad) = headers.iter().position(|h| h.contains(['\n', '\r', '\0'])) {
+            let what = if bad % 2 == 0 { "header name" } else { "header value" };
+            return Err(error::Error::invalid_arg(what, "it contains a line break or NUL; remove it").into());
+        }
         let req = request(url, method, headers, body);
         let original = req.body.clone();
         let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
@@ -564,27 +570,44 @@ impl QwenClient {
         // mapped for the key's plan); JSON text either way.
         let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
         let body = rewritten.map(|b| String::from_utf8_lossy(b).into_owned());
-        let headers = ex.ready().map(flat);
+        let headers = ex.ready().map(joined).transpose()?;
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let x = Arc::new(Exchanging { ex: tokio::sync::Mutex::new(ex), cancel: Default::default() });
         self.link.exchanges().insert(id, x);
         Ok(Begun { id, body, headers })
     }
 
-    /// The next attempt's headers (flat) when nothing needs waiting for; null: call `prepareHeaders`.
+    /// The next attempt's headers (`joined`) when nothing needs waiting for; null: call `prepareHeaders`.
     #[napi]
-    pub fn ready_headers(&self, id: u32) -> Result<Option<Vec<String>>> {
+    pub fn ready_headers(&self, id: u32) -> Result<Option<String>> {
         let x = self.exchanging(id)?;
         let mut ex = x.lock()?;
-        Ok(ex.ready().map(flat))
+        ex.ready().map(joined).transpose()
     }
 
-    /// The next attempt's headers (flat), after a token refresh and this process's pacing turn if needed.
+    /// The next attempt's headers (`joined`), after a token refresh and this process's pacing turn if needed.
     #[napi]
-    pub async fn prepare_headers(&self, id: u32) -> Result<Vec<String>> {
+    pub async fn prepare_headers(&self, id: u32) -> Result<String> {
         let x = self.exchanging(id)?;
         let mut ex = x.ex.lock().await;
-        Ok(flat(ex.prepare(&x.cancel).await?))
+        joined(ex.prepare(&x.cancel).await?)
+    }
+
+    /// What an answer means for exchange `id` from its status alone, or -3 when its `Retry-After` headers
+    /// matter too: then ask `judge`. Saves reading headers (and a string each) on every answer that is not
+    /// a 429 or 5xx.
+    #[napi]
+    pub fn judge_status(&self, id: u32, status: u32) -> Result<f64> {
+        let status = status.min(999) as u16;
+        if pipeline::Exchange::reads_retry_after(status) {
+            return Ok(NEED_HEADERS);
+        }
+        let x = self.exchanging(id)?;
+        let v = x.lock()?.judge(status, &reqwest::header::HeaderMap::new());
+        if matches!(v, pipeline::Verdict::Deliver) {
+            self.finish(id);
+        }
+        verdict(v)
     }
 
     /// What an answer means for exchange `id`, from its status and the only headers that matter to that:
@@ -713,6 +736,8 @@ fn request(
 /// Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
 const DELIVER: f64 = -1.0;
 const READ_PREFIX: f64 = -2.0;
+/// `judgeStatus` only: call `judge` with the answer's `Retry-After` headers.
+const NEED_HEADERS: f64 = -3.0;
 
 fn verdict(v: pipeline::Verdict) -> Result<f64> {
     match v {
@@ -735,8 +760,8 @@ pub struct Begun {
     pub id: u32,
     /// The body to send instead of the caller's; null: the caller's own.
     pub body: Option<String>,
-    /// The first attempt's headers (flat) when it can go at once; null: call `prepareHeaders`.
-    pub headers: Option<Vec<String>>,
+    /// The first attempt's headers (`joined`) when it can go at once; null: call `prepareHeaders`.
+    pub headers: Option<String>,
 }
 
 impl Exchanging {
@@ -757,6 +782,22 @@ impl QwenClient {
     }
 }
 
-fn flat(pairs: Vec<(String, String)>) -> Vec<String> {
-    pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()
+/// Header pairs as one string, `name\nvalue\nname\nvalue`: one JS string per request instead of one per name
+/// and value (each costs a crossing under Bun). `exchange` refuses line breaks in what it is given.
+fn joined(pairs: Vec<(String, String)>) -> Result<String> {
+    let mut out = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+    for (k, v) in &pairs {
+        // Only a token read from the credentials file could still hold one here.
+        if v.contains(['\n', '\r', '\0']) {
+            let detail = format!("the value of {k} holds a line break or NUL; log in again if it is the token");
+            return Err(error::Error::invalid_arg("outgoing header", detail).into());
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(k);
+        out.push('\n');
+        out.push_str(v);
+    }
+    Ok(out)
 }

@@ -118,6 +118,12 @@ impl Exchange {
         headers
     }
 
+    /// Whether `judge` reads the `Retry-After` headers for this status (429 and 5xx); for any other status
+    /// an empty map gives the same verdict, so a caller need not collect them.
+    pub fn reads_retry_after(status: u16) -> bool {
+        status == 429 || status >= 500
+    }
+
     /// What the status line and headers of an answer mean.
     pub fn judge(&mut self, status: u16, headers: &HeaderMap) -> Verdict {
         debug_log!("{} {} attempt {} -> {status}", self.method, self.endpoint, self.attempt);
