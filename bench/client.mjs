@@ -63,12 +63,36 @@ async function rounds(impls, perRound) {
   return res
 }
 
+/**
+ * Request by request, the implementations taking turns (the order flipping each time), so that drift on a
+ * shared machine hits them alike; per round the median and the mean of each one's times, in µs.
+ */
+async function interleaved(impls, one) {
+  const names = Object.keys(impls)
+  const res = Object.fromEntries(names.map((n) => [n, []]))
+  const means = Object.fromEntries(names.map((n) => [n, []]))
+  for (let r = 0; r < cfg.rounds; r++) {
+    const times = Object.fromEntries(names.map((n) => [n, []]))
+    for (let i = 0; i < cfg.n; i++) {
+      for (const name of (i + r) % 2 ? [...names].reverse() : names) {
+        const t = await one(impls[name])
+        times[name].push(t)
+      }
+    }
+    for (const name of names) {
+      res[name].push(median(times[name]) * 1000)
+      means[name].push((times[name].reduce((a, b) => a + b, 0) / times[name].length) * 1000)
+    }
+  }
+  return { ...res, means }
+}
+
 async function sequential(impls) {
   for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await smallJson(f)
-  return rounds(impls, async (f) => {
+  return interleaved(impls, async (f) => {
     const t0 = performance.now()
-    for (let i = 0; i < cfg.n; i++) await smallJson(f)
-    return ((performance.now() - t0) * 1000) / cfg.n // µs per request
+    await smallJson(f)
+    return performance.now() - t0
   })
 }
 
@@ -103,11 +127,7 @@ async function firstChunk(impls) {
     return t
   }
   for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await one(f)
-  return rounds(impls, async (f) => {
-    const ts = []
-    for (let i = 0; i < cfg.n; i++) ts.push(await one(f))
-    return median(ts) * 1000 // µs to the first chunk
-  })
+  return interleaved(impls, one)
 }
 
 /** One big streamed answer in a fresh process: throughput and how far RSS rose above where it started. */
