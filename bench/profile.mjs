@@ -1,14 +1,16 @@
-// Where the time goes per request: the full fetch path cut into stages, each timed against the runtime's
-// own fetch on the same in-process mock (sequential small JSON answers, median of rounds).
+// Where the time goes per request: the fetch path cut into stages, each timed against the runtime's own fetch
+// on the mock in another process (sequential small JSON answers). The stages take turns request by request,
+// so drift on a shared machine hits them alike; each line is the median per request and the extra over the
+// runtime's fetch.
 //   node bench/profile.mjs [pkgDir]     node_modules/.bin/bun bench/profile.mjs [pkgDir]
-// pkgDir defaults to target/bench-pkg (release build made by bench/run.mjs).
+// pkgDir defaults to target/bench-pkg (release build made by bench/run.mjs). N=requests per stage (2000).
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
+import readline from 'node:readline'
+import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import { startMockQwen } from '../__test__/support/mock-qwen.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const pkg = path.resolve(process.argv[2] ?? path.join(HERE, '..', 'target', 'bench-pkg'))
@@ -17,74 +19,60 @@ const require = createRequire(import.meta.url)
 const api = require(path.join(pkg, 'api.cjs'))
 const binding = require(path.join(pkg, 'binding.cjs'))
 
-const API_KEY = 'sk-bench-profile-0123456789'
-const mock = await startMockQwen({ config: { apiKeys: [API_KEY] } })
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-prof-'))
-const qwenHome = path.join(tmp, 'home')
-fs.mkdirSync(qwenHome, { mode: 0o700 })
-const t = mock.issueTokens()
-fs.writeFileSync(path.join(qwenHome, 'oauth_creds.json'), JSON.stringify(t), { mode: 0o600 })
-const opts = { qwenHome, oauthBaseUrl: mock.url, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
-const url = `${mock.url}/v1/chat/completions`
-const body = JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: 'hi' }] })
-const init = { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${t.access_token}` }, body }
-
-const oauth = api.createClient(opts)
-const keyed = api.createClient(opts, { apiKey: API_KEY })
-const native = new binding.QwenClient(opts, API_KEY)
-const flat = ['content-type', 'application/json']
-// The raw native channel: start() is sync, every event comes through this one callback (no promise per call).
-const waiting = new Map()
-native.setEventCallback((id, kind, a, b, c, d, e, f) => {
-  const h = waiting.get(id)
-  waiting.delete(id)
-  h?.(kind, a, b, c, d, e, f)
+// The server runs under Node in its own process, as in bench/run.mjs: its work does not share our thread.
+const server = spawn('node', [path.join(HERE, 'mock-server.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] })
+const { url: base, qwenHome } = JSON.parse(await readline.createInterface({ input: server.stdout })[Symbol.asyncIterator]().next().then((r) => r.value))
+const opts = { qwenHome, oauthBaseUrl: base, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
+const url = `${base}/v1/chat/completions`
+const body = JSON.stringify({ model: 'coder-model', stream: false, messages: [{ role: 'user', content: 'hi' }] })
+const init = () => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', authorization: 'Bearer from-the-caller' },
+  signal: new AbortController().signal,
+  body,
 })
-const nextEvent = (id) => new Promise((resolve) => waiting.set(id, (...ev) => resolve(ev)))
-const startRaw = (u) => {
-  const id = native.start(u, 'POST', flat, body)
-  return nextEvent(id).then((ev) => ({ id, ev }))
-}
+
+const viaRuntime = api.createClient(opts, { transport: 'runtime' })
+const viaNative = api.createClient(opts, { transport: 'native' })
+const native = new binding.QwenClient(opts)
+const flat = ['content-type', 'application/json']
+
+// What our runtime transport hands the runtime's fetch: the CLI's headers and the aligned body, same bytes.
+const sample = native.exchange(url, 'POST', flat, body)
+native.finish(sample.id)
+const parts = sample.headers.split('\n')
+const wireHeaders = []
+for (let i = 0; i + 1 < parts.length; i += 2) wireHeaders.push([parts[i], parts[i + 1]])
+const wireBody = sample.body ?? body
 
 const stages = {
-  // One JS -> tokio -> JS round trip with no I/O: an untrusted host fails in Rust before anything is sent.
-  'native round trip, no I/O (start -> failure event)': () => startRaw('https://untrusted.example.com/v1/chat/completions'),
-  // The same through a napi `async fn` (a promise + a threadsafe function per call): cached credentials.
-  'napi async fn, no I/O (getValidCredentials)': () => binding.getValidCredentials(opts),
-  'fetch + text()': async () => (await fetch(url, init)).text(),
-  'native start -> head event (api key)': () => startRaw(url),
-  'native start -> head + body to the end': async () => {
-    const { id, ev } = await startRaw(url)
-    let done = ev[6]
-    while (!done) {
-      const next = nextEvent(id)
-      native.pull(id)
-      done = (await next)[2]
-    }
-  },
-  'api fetch + text() (api key)': async () => (await keyed.fetch(url, init)).text(),
-  'api fetch + text() (OAuth)': async () => (await oauth.fetch(url, init)).text(),
-  'fetch + text(), with a signal': async () => (await fetch(url, { ...init, signal: new AbortController().signal })).text(),
-  'api fetch + text() (OAuth, with a signal)': async () =>
-    (await oauth.fetch(url, { ...init, signal: new AbortController().signal })).text(),
+  'runtime fetch + json() (baseline)': async () => (await fetch(url, init())).json(),
+  'runtime fetch of our wire bytes + json()': async () =>
+    (await fetch(url, { method: 'POST', headers: wireHeaders, body: wireBody, redirect: 'manual', signal: new AbortController().signal })).json(),
+  'exchange + finish alone (sync, no I/O)': async () => native.finish(native.exchange(url, 'POST', flat, body).id),
+  'api fetch + json(), runtime transport': async () => (await viaRuntime.fetch(url, init())).json(),
+  'api fetch + json(), native transport': async () => (await viaNative.fetch(url, init())).json(),
 }
 
-const N = Number(process.env.N ?? 300)
-const ROUNDS = Number(process.env.ROUNDS ?? 5)
+const N = Number(process.env.N ?? 2000)
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
-const res = Object.fromEntries(Object.keys(stages).map((k) => [k, []]))
-for (const f of Object.values(stages)) for (let i = 0; i < 50; i++) await f()
-for (let r = 0; r < ROUNDS; r++) {
-  const names = Object.keys(stages)
-  for (const name of r % 2 ? names.reverse() : names) {
+const names = Object.keys(stages)
+const times = Object.fromEntries(names.map((k) => [k, []]))
+for (const f of Object.values(stages)) for (let i = 0; i < 100; i++) await f()
+for (let i = 0; i < N; i++) {
+  for (const name of i % 2 ? [...names].reverse() : names) {
     const t0 = performance.now()
-    for (let i = 0; i < N; i++) await stages[name]()
-    res[name].push(((performance.now() - t0) * 1000) / N)
+    await stages[name]()
+    times[name].push((performance.now() - t0) * 1000)
   }
 }
-const base = median(res['fetch + text()'])
-console.log(`${typeof Bun !== 'undefined' ? `bun ${Bun.version}` : `node ${process.version}`}: µs/request, median of ${ROUNDS} x ${N}`)
-for (const [k, v] of Object.entries(res)) console.log(`  ${k.padEnd(45)} ${median(v).toFixed(1).padStart(7)} µs  ${(median(v) / base).toFixed(2)}x`)
-await mock.close()
-fs.rmSync(tmp, { recursive: true, force: true })
+const baseline = median(times[names[0]])
+console.log(`${typeof Bun !== 'undefined' ? `bun ${Bun.version}` : `node ${process.version}`}: µs per request, median of ${N}, stages taking turns`)
+for (const name of names) {
+  const m = median(times[name])
+  const extra = name === names[0] || name.includes('alone') ? '' : `  (+${(m - baseline).toFixed(1)} µs)`
+  console.log(`  ${name.padEnd(44)} ${m.toFixed(1).padStart(7)} µs${extra}`)
+}
+server.stdin.end()
+await new Promise((r) => server.on('exit', r))
 process.exit(0)

@@ -1,0 +1,31 @@
+// The mock Qwen server in a process of its own (for bench/profile.mjs): prints one JSON line
+// { url, qwenHome } once it listens and a credentials file it issued is in place; ends when stdin closes.
+// Never prints a token.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { startMockQwen } from '../__test__/support/mock-qwen.mjs'
+
+const mock = await startMockQwen({ config: {} })
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-profile-'))
+const qwenHome = path.join(dir, 'home')
+fs.mkdirSync(qwenHome, { mode: 0o700 })
+const t = mock.issueTokens()
+const creds = {
+  access_token: t.access_token,
+  refresh_token: t.refresh_token,
+  token_type: t.token_type,
+  resource_url: t.resource_url,
+  expiry_date: t.expiry_date,
+}
+fs.writeFileSync(path.join(qwenHome, 'oauth_creds.json'), JSON.stringify(creds), { mode: 0o600 })
+// The recorded requests would grow without bound over a long profile.
+const trim = setInterval(() => mock.requests.splice(0), 1000)
+process.stdout.write(JSON.stringify({ url: mock.url, qwenHome }) + '\n')
+process.stdin.resume()
+process.stdin.on('end', async () => {
+  clearInterval(trim)
+  await mock.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+  process.exit(0)
+})
