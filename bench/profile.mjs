@@ -25,9 +25,11 @@ const { url: base, qwenHome } = JSON.parse(await readline.createInterface({ inpu
 const opts = { qwenHome, oauthBaseUrl: base, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
 const url = `${base}/v1/chat/completions`
 const body = JSON.stringify({ model: 'coder-model', stream: false, messages: [{ role: 'user', content: 'hi' }] })
+// The baseline needs the token the mock issued (ours takes it from the same file itself); never printed.
+const token = JSON.parse(fs.readFileSync(path.join(qwenHome, 'oauth_creds.json'), 'utf8')).access_token
 const init = () => ({
   method: 'POST',
-  headers: { 'content-type': 'application/json', authorization: 'Bearer from-the-caller' },
+  headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
   signal: new AbortController().signal,
   body,
 })
