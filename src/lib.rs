@@ -569,7 +569,9 @@ impl QwenClient {
         // The body every attempt sends when it is not the caller's (aligned with the CLI, or a model id
         // mapped for the key's plan); JSON text either way.
         let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
-        let body = rewritten.map(|b| String::from_utf8_lossy(b).into_owned());
+        // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
+        let body = rewritten
+            .map(|b| std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b).into_owned(), str::to_owned));
         let headers = ex.ready().map(joined).transpose()?;
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let x = Arc::new(Exchanging { ex: tokio::sync::Mutex::new(ex), cancel: Default::default() });

@@ -88,7 +88,8 @@ impl<'a> Body<'a> {
         };
         let no_tools = self.list("tools").is_none_or(|t| t.is_empty());
         if no_tools {
-            if let Some(user) = messages.iter().find(|m| role(m).as_deref() == Some("user")) {
+            let first_user = messages.iter().find(|m| role(m).as_deref() == Some("user"));
+            if let Some(user) = first_user.filter(|m| may_hold_title_prompt(m)) {
                 let user: Value = serde_json::from_str(user).unwrap_or(Value::Null);
                 if first_text(&user).is_some_and(|t| t.starts_with(OPENCODE_TITLE_PROMPT)) {
                     return Kind::Title;
@@ -288,6 +289,12 @@ fn mark_message(message: &str) -> Option<Option<String>> {
 }
 
 /// A message's `role`, read without building the message (`None` when absent or not a string).
+/// Whether a message's raw JSON could hold OpenCode's title prompt: the prompt has no character JSON must
+/// escape, so it appears verbatim unless written with `\u` escapes. Saves parsing every other first message.
+fn may_hold_title_prompt(message: &&str) -> bool {
+    message.contains(OPENCODE_TITLE_PROMPT) || message.contains("\\u")
+}
+
 fn role<'a>(message: &&'a str) -> Option<Cow<'a, str>> {
     let mut scan = Scanner::new(message);
     let mut first = true;

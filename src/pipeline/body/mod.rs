@@ -794,6 +794,8 @@ mod tests {
                 r#"{"model":"coder-model","messages":[{"role":"user","content":[{"type":"text","text":"Generate a title for this conversation:\n"}]},{"role":"user","content":"x"}],"tools":[{"n":1}],"stream":true}"#,
                 r#"{"mo\u0064el":"coder-model","m\u00e9ta":"é/","messages":[],"stream":true,"stream_options":{"include_usage":false}}"#,
                 r#"{"model":5,"messages":[{"role":"user","content":"a"}]}"#,
+                // The title prompt in a later user message only: not a title request.
+                r#"{"model":"coder-model","messages":[{"role":"user","content":"hi"},{"role":"user","content":"Generate a title for this conversation:\n"}]}"#,
                 r#"{"messages":[{"role":"assistant","content":null,"tool_calls":[]}],"stream":true}"#,
                 r#"{}"#,
             ]
@@ -807,6 +809,23 @@ mod tests {
             };
             assert_eq!(Some(&fast), full.as_ref(), "{body}");
         }
+    }
+
+    /// The fast path parses a first user message only when its raw text could hold the title prompt.
+    #[test]
+    fn the_title_prompt_is_found_also_behind_unicode_escapes_and_only_in_the_first_user_message() {
+        let kind = |body: &str| {
+            let (fast, full) = both_paths(body);
+            let (fast, full) = (fast.unwrap().0, full.unwrap().0);
+            assert_eq!(fast, full, "{body}");
+            fast
+        };
+        let plain = r#"{"model":"coder-model","messages":[{"role":"user","content":"Generate a title for this conversation:\n"}]}"#;
+        let escaped = r#"{"model":"coder-model","messages":[{"role":"user","content":"\u0047enerate a title for this conversation:\n"}]}"#;
+        let later = r#"{"model":"coder-model","messages":[{"role":"user","content":"hi"},{"role":"user","content":"Generate a title for this conversation:\n"}]}"#;
+        assert_eq!(kind(plain), Kind::Title);
+        assert_eq!(kind(escaped), Kind::Title);
+        assert_eq!(kind(later), Kind::Prompt);
     }
 
     #[test]
