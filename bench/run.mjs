@@ -237,7 +237,7 @@ function requireRows(pkg) {
   const ours = path.join(pkg, 'api.cjs')
   for (const [rt, bin] of Object.entries(RUNTIMES)) {
     const t = { plain: [], ours: [] }
-    for (let i = 0; i < 11; i++) {
+    for (let i = 0; i < 21; i++) {
       for (const [k, file] of i % 2 ? [['ours', ours], ['plain', plain]] : [['plain', plain], ['ours', ours]]) {
         const r = spawnSync(bin, [probe, file], { encoding: 'utf8' })
         if (r.status !== 0) throw new Error(`require probe (${rt}) failed: ${r.stderr}`)
@@ -344,11 +344,14 @@ async function pacingRows(mock, pkg) {
     const achievedPerMin = ((starts.length - 1) / (starts.at(-1) - starts[0])) * 60_000
     const allowedPerMin = Math.min(60_000 / (min + (jmin + jmax) / 2), mock.config.rateLimitPerMinute)
     const rate = achievedPerMin / allowedPerMin
-    const ok = n429 === 0 && minGap >= min + jmin && rate >= 0.95 && statuses.every((s) => s === 200) && starts.length === 120
+    // A request retried after a connection error (a server closing an idle keep-alive connection as it is
+    // reused) starts once more, through pacing like any other: more than 120 starts is not a failure.
+    const ok = n429 === 0 && minGap >= min + jmin && rate >= 0.95 && statuses.every((s) => s === 200) && starts.length >= 120
     addRow({ metric: `3 processes x 40 requests, pacing ${sc.name}${QUICK ? ' (quick: x0.1, limit 600/min)' : ''}`,
       runtime: specs.map((s) => s.runtime).join('+'), who: 'ours', value: rate, unit: 'of allowed rate', ratio: rate,
       target: '0 x 429, gaps ≥ floor, ≥ 0.95', ok,
-      detail: `${n429} x 429; min start gap ${minGap} ms (floor ${min + jmin}); min arrival gap ${Math.min(...arrivalGaps).toFixed(1)} ms; ` +
+      detail: `${n429} x 429; ${statuses.filter((s) => s === 200).length}/120 answered 200; ${starts.length}/120 starts logged; ` +
+        `min start gap ${minGap} ms (floor ${min + jmin}); min arrival gap ${Math.min(...arrivalGaps).toFixed(1)} ms; ` +
         `${achievedPerMin.toFixed(1)}/min of ${allowedPerMin.toFixed(1)}/min allowed; ${secs.toFixed(0)} s` })
   }
 }
