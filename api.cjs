@@ -410,8 +410,7 @@ function createClient(options, { apiKey, transport } = {}) {
     }
   }
 
-  async function fetch(input, init = {}) {
-    if (viaRuntime) return fetchViaRuntime(input, init)
+  async function fetchViaNative(input, init = {}) {
     const { url, method, flat, signal, bytes } = quickFetchArgs(input, init) ?? (await parseFetchArgs(input, init))
     const id = call(() => native.start(url, method, flat, bytes))
     // The body's stream controller once there is one: an abort then errors the body.
@@ -507,7 +506,8 @@ function createClient(options, { apiKey, transport } = {}) {
   }
 
   return {
-    fetch,
+    // Chosen once: one async frame per request, not a second one forwarding to it.
+    fetch: viaRuntime ? fetchViaRuntime : fetchViaNative,
     /** Changes whenever the OAuth credentials in use change (refresh, reload, login). */
     credentialsGeneration: () => native.credentialsGeneration(),
     /** The OAuth credentials in use, or null (API key, or logged out). */
