@@ -943,6 +943,34 @@ mod tests {
         serde_json::to_vec(&serde_json::json!({"model":"coder-model","max_tokens":32000,"messages":messages,"tools":tools,"tool_choice":"auto","stream":true,"stream_options":{"include_usage":true}})).unwrap()
     }
 
+    /// The small chat body of bench/profile.mjs rewritten with cold caches (an 8 MiB walk between rewrites, as
+    /// an HTTP round trip leaves them) and hot: `cargo test --release --lib
+    /// pipeline::body::tests::rewrite_cold -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn rewrite_cold() {
+        let body = br#"{"model":"coder-model","stream":false,"messages":[{"role":"user","content":"hi"}]}"#;
+        let sessions = Sessions::default();
+        let mut junk = vec![0u8; 8 << 20];
+        let mut cold = Vec::new();
+        let mut hot = Vec::new();
+        for round in 0..400u32 {
+            for i in (0..junk.len()).step_by(64) {
+                junk[i] = junk[i].wrapping_add(round as u8);
+            }
+            std::hint::black_box(&junk);
+            let t = std::time::Instant::now();
+            std::hint::black_box(rewrite(std::hint::black_box(body), None, &sessions).unwrap());
+            cold.push(t.elapsed().as_nanos());
+            let t = std::time::Instant::now();
+            std::hint::black_box(rewrite(std::hint::black_box(body), None, &sessions).unwrap());
+            hot.push(t.elapsed().as_nanos());
+        }
+        cold.sort();
+        hot.sort();
+        println!("rewrite_cold_ns={} rewrite_hot_ns={}", cold[cold.len() / 2], hot[hot.len() / 2]);
+    }
+
     /// `cargo test --release --lib pipeline::body::tests::rewrite_cost -- --ignored --nocapture`:
     /// prints `rewrite_us=<median µs>` (and `rewrite_us_min`) for one rewrite of a 100 KB body, or of the body in the file
     /// `QWEN_BENCH_BODY` names (bench/body-rewrite.mjs passes the body it sends through the pipeline).
