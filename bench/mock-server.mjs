@@ -10,15 +10,8 @@ const mock = await startMockQwen({ config: {} })
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-profile-'))
 const qwenHome = path.join(dir, 'home')
 fs.mkdirSync(qwenHome, { mode: 0o700 })
-const t = mock.issueTokens()
-const creds = {
-  access_token: t.access_token,
-  refresh_token: t.refresh_token,
-  token_type: t.token_type,
-  resource_url: t.resource_url,
-  expiry_date: t.expiry_date,
-}
-fs.writeFileSync(path.join(qwenHome, 'oauth_creds.json'), JSON.stringify(creds), { mode: 0o600 })
+// issueTokens answers exactly the file's keys (in another order, which the reader does not mind).
+fs.writeFileSync(path.join(qwenHome, 'oauth_creds.json'), JSON.stringify(mock.issueTokens()), { mode: 0o600 })
 // The recorded requests would grow without bound over a long profile.
 const trim = setInterval(() => mock.requests.splice(0), 1000)
 process.stdout.write(JSON.stringify({ url: mock.url, qwenHome }) + '\n')

@@ -88,6 +88,19 @@ pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     drop(rt.spawn(task));
 }
 
+/// Blocking work nobody waits for (a background fsync, the quota writer): on the blocking pool of the runtime
+/// we are called from, else (a sync napi call on the JS thread, unit tests) on a thread of its own.
+pub fn spawn_blocking_detached(name: &str, work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(work)),
+        Err(_) => {
+            if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(work) {
+                crate::debug_log!("{name} thread not started: {e}");
+            }
+        }
+    }
+}
+
 /// What follows the bytes gathered so far.
 enum Tail {
     More,

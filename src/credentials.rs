@@ -334,22 +334,14 @@ impl CredentialStore {
     }
 }
 
-/// fsync of a file just renamed into place, then of its directory (the rename itself), on a thread of their
-/// own. Failures are logged: the file is already in place and complete for every reader.
+/// fsync of a file just renamed into place, then of its directory (the rename itself), in the background.
+/// Failures are logged: the file is already in place and complete for every reader.
 fn make_durable(file: File, dir: PathBuf) {
-    let sync = move || {
+    crate::bridge::spawn_blocking_detached("qwen-fsync", move || {
         if let Err(e) = file.sync_all().and_then(|()| File::open(&dir)?.sync_all()) {
             debug_log!("fsync after saving in {} failed: {e}", dir.display());
         }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(sync)),
-        Err(_) => {
-            if let Err(e) = std::thread::Builder::new().name("qwen-fsync".into()).spawn(sync) {
-                debug_log!("fsync thread not started: {e}");
-            }
-        }
-    }
+    });
 }
 
 /// Create `tmp` exclusively with mode 0600 and write it; returns the open file and the stamp it keeps after

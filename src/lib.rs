@@ -604,12 +604,7 @@ impl QwenClient {
         if pipeline::Exchange::reads_retry_after(status) {
             return Ok(NEED_HEADERS);
         }
-        let x = self.exchanging(id)?;
-        let v = x.lock()?.judge(status, &reqwest::header::HeaderMap::new());
-        if matches!(v, pipeline::Verdict::Deliver) {
-            self.finish(id);
-        }
-        verdict(v)
+        self.judge_with(id, status, &reqwest::header::HeaderMap::new())
     }
 
     /// What an answer means for exchange `id`, from its status and the only headers that matter to that:
@@ -628,12 +623,7 @@ impl QwenClient {
                 map.insert(name, v);
             }
         }
-        let x = self.exchanging(id)?;
-        let v = x.lock()?.judge(status.min(999) as u16, &map);
-        if matches!(v, pipeline::Verdict::Deliver) {
-            self.finish(id);
-        }
-        verdict(v)
+        self.judge_with(id, status.min(999) as u16, &map)
     }
 
     /// What a 405 or 429 means given the first bytes of its body (empty when it could not be read).
@@ -641,10 +631,7 @@ impl QwenClient {
     pub async fn judge_prefix(&self, id: u32, status: u32, prefix: Buffer) -> Result<f64> {
         let x = self.exchanging(id)?;
         let v = x.ex.lock().await.judge_prefix(status.min(999) as u16, &prefix).await;
-        if matches!(v, pipeline::Verdict::Deliver) {
-            self.finish(id);
-        }
-        verdict(v)
+        self.settle(id, v)
     }
 
     /// What a failure before the answer's head means (`detail`: the runtime's words, no URL).
@@ -775,6 +762,20 @@ impl Exchanging {
 }
 
 impl QwenClient {
+    fn judge_with(&self, id: u32, status: u16, headers: &reqwest::header::HeaderMap) -> Result<f64> {
+        let x = self.exchanging(id)?;
+        let v = x.lock()?.judge(status, headers);
+        self.settle(id, v)
+    }
+
+    /// A verdict as JS takes it; a delivered exchange is forgotten here, so JS need not call `finish`.
+    fn settle(&self, id: u32, v: pipeline::Verdict) -> Result<f64> {
+        if matches!(v, pipeline::Verdict::Deliver) {
+            self.finish(id);
+        }
+        verdict(v)
+    }
+
     fn exchanging(&self, id: u32) -> Result<Arc<Exchanging>> {
         self.link
             .exchanges()

@@ -297,12 +297,7 @@ fn spawn_writer(path: PathBuf) {
         // SAFETY: registers a plain `extern "C" fn` with the C runtime; it catches every panic itself.
         unsafe { atexit(flush_at_exit) };
     });
-    let run = move || write_pending(&path);
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(run)),
-        // Outside the runtime (unit tests): a thread of its own.
-        Err(_) => drop(std::thread::spawn(run)),
-    }
+    crate::bridge::spawn_blocking_detached("qwen-quota", move || write_pending(&path));
 }
 
 /// The writer of one state file: hands the pending deltas over and adds them to the file in one locked

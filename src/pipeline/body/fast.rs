@@ -288,13 +288,13 @@ fn mark_message(message: &str) -> Option<Option<String>> {
     Some(Some(format!("{}{}{}", &message[..*a], new_content, &message[*b..])))
 }
 
-/// A message's `role`, read without building the message (`None` when absent or not a string).
 /// Whether a message's raw JSON could hold OpenCode's title prompt: the prompt has no character JSON must
 /// escape, so it appears verbatim unless written with `\u` escapes. Saves parsing every other first message.
 fn may_hold_title_prompt(message: &&str) -> bool {
     message.contains(OPENCODE_TITLE_PROMPT) || message.contains("\\u")
 }
 
+/// A message's `role`, read without building the message (`None` when absent or not a string).
 fn role<'a>(message: &&'a str) -> Option<Cow<'a, str>> {
     let mut scan = Scanner::new(message);
     let mut first = true;
