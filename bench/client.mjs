@@ -26,6 +26,7 @@ async function loadImpls() {
     const client = api.createClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING, ...cfg.options })
     impls.ours = client.fetch
   }
+  if (want.includes('wire')) impls.wire = wireFetch()
   if (want.includes('module')) {
     const mod = await import(pathToFileURL(cfg.fetchModule).href)
     const ctx = { baseUrl: `${cfg.oauthBaseUrl}/v1`, qwenHome: cfg.qwenHome, accessToken: cfg.token }
@@ -35,6 +36,34 @@ async function loadImpls() {
     impls.module = f
   }
   return impls
+}
+
+/**
+ * The runtime's own fetch sending exactly the bytes our fetch puts on the wire (the Qwen Code CLI's headers,
+ * the CLI-aligned body), taken once per body from the native side: what any plugin speaking the protocol sends.
+ * The difference between it and ours is the plugin's own cost; between it and the baseline, the protocol's.
+ */
+function wireFetch() {
+  const { QwenClient } = require(cfg.apiPath.replace(/api\.cjs$/, 'binding.cjs'))
+  const native = new QwenClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING, ...cfg.options })
+  const wire = new Map()
+  const bytesFor = (url, method, body) => {
+    let w = wire.get(body)
+    if (!w) {
+      const x = native.exchange(url, method, ['content-type', 'application/json'], body)
+      native.finish(x.id)
+      const parts = x.headers.split('\n')
+      const headers = Object.create(null)
+      for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
+      w = { headers, body: x.body ?? body }
+      wire.set(body, w)
+    }
+    return w
+  }
+  return (url, init) => {
+    const w = bytesFor(url, init.method, init.body)
+    return globalThis.fetch(url, { method: init.method, headers: w.headers, body: w.body, signal: init.signal, redirect: 'manual' })
+  }
 }
 
 const chatInit = (stream) => ({
@@ -213,12 +242,58 @@ async function refresh() {
     if (!c.accessToken) throw new Error('no token')
   }
   const impls = { baseline: bare, ours }
+  if (cfg.floorHome) impls.floor = floorRefresh(cfg.floorHome)
   for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await f()
   return rounds(impls, async (f) => {
     const t0 = performance.now()
     for (let i = 0; i < cfg.n; i++) await f()
     return ((performance.now() - t0) * 1000) / cfg.n
   })
+}
+
+/**
+ * The same refresh in plain JS with the runtime's own fs and fetch, doing the steps any implementation that
+ * shares the CLI's file must do: create `oauth_creds.lock` (exclusive, 0600, a UUID in it), look at the file,
+ * POST the refresh, write a 0600 temp file and rename it over `oauth_creds.json`, check the lock is still
+ * ours and unlink it. No fsync, no retries, no error handling: a floor, not a product.
+ */
+function floorRefresh(home) {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  const { randomUUID } = require('node:crypto')
+  const credsPath = path.join(home, 'oauth_creds.json')
+  const lockPath = path.join(home, 'oauth_creds.lock')
+  return async () => {
+    const id = randomUUID()
+    const fd = fs.openSync(lockPath, 'wx', 0o600)
+    fs.writeSync(fd, id)
+    fs.closeSync(fd)
+    try {
+      const current = JSON.parse(fs.readFileSync(credsPath, 'utf8'))
+      const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: current.refresh_token, client_id: cfg.clientId })
+      const res = await fetch(`${cfg.oauthBaseUrl}/api/v1/oauth2/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        body,
+      })
+      const j = await res.json()
+      if (!j.access_token) throw new Error(`floor refresh failed: HTTP ${res.status}`)
+      const next = {
+        access_token: j.access_token,
+        token_type: j.token_type,
+        refresh_token: j.refresh_token ?? current.refresh_token,
+        resource_url: j.resource_url ?? current.resource_url,
+        expiry_date: Date.now() + j.expires_in * 1000,
+      }
+      const tmp = `${credsPath}.${id.slice(0, 12)}.tmp`
+      const t = fs.openSync(tmp, 'wx', 0o600)
+      fs.writeSync(t, JSON.stringify(next, null, 2))
+      fs.closeSync(t)
+      fs.renameSync(tmp, credsPath)
+    } finally {
+      if (fs.readFileSync(lockPath, 'utf8') === id) fs.unlinkSync(lockPath)
+    }
+  }
 }
 
 /** Multi-process scenarios: load, say "ready", wait for "go", run, print statuses. */
