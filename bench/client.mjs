@@ -27,15 +27,31 @@ async function loadImpls() {
     impls.ours = client.fetch
   }
   if (want.includes('wire')) impls.wire = wireFetch()
-  if (want.includes('module')) {
-    const mod = await import(pathToFileURL(cfg.fetchModule).href)
-    const ctx = { baseUrl: `${cfg.oauthBaseUrl}/v1`, qwenHome: cfg.qwenHome, accessToken: cfg.token }
-    let f = mod.createFetch ? await mod.createFetch(ctx) : (mod.fetch ?? mod.default)
-    if (typeof f === 'object' && f && typeof f.fetch === 'function') f = f.fetch.bind(f)
-    if (typeof f !== 'function') throw new Error(`${cfg.fetchModule}: export a fetch-compatible function (fetch, default, or createFetch(ctx))`)
-    impls.module = f
+  // The baseline again, measured as a separate implementation: how far apart two identical fetches come out.
+  if (want.includes('control')) impls.control = (url, init) => globalThis.fetch(url, init)
+  for (const [i, file] of (cfg.fetchModules ?? []).entries()) {
+    if (!want.includes(`module${i}`)) continue
+    // A module that cannot run here (e.g. TypeScript-only under Node) is reported, not fatal to the other rows.
+    try {
+      impls[`module${i}`] = await moduleFetch(file)
+    } catch (err) {
+      skipped[`module${i}`] = String(err?.message ?? err).split('\n')[0]
+    }
   }
   return impls
+}
+
+/** Impls that could not be loaded in this runtime, with why. */
+const skipped = {}
+
+/** Another plugin's fetch: a module exporting `fetch`, a default function, or `createFetch(ctx)`. */
+async function moduleFetch(file) {
+  const mod = await import(pathToFileURL(file).href)
+  const ctx = { baseUrl: `${cfg.oauthBaseUrl}/v1`, qwenHome: cfg.qwenHome, accessToken: cfg.token }
+  let f = mod.createFetch ? await mod.createFetch(ctx) : (mod.fetch ?? mod.default)
+  if (typeof f === 'object' && f && typeof f.fetch === 'function') f = f.fetch.bind(f)
+  if (typeof f !== 'function') throw new Error(`${file}: export a fetch-compatible function (fetch, default, or createFetch(ctx))`)
+  return f
 }
 
 /**
@@ -82,11 +98,13 @@ async function smallJson(f) {
 }
 
 /** Rounds alternate the order of the implementations so drift hits both alike. */
-async function rounds(impls, perRound) {
+async function rounds(impls, perRound, count = cfg.rounds) {
   const names = Object.keys(impls)
   const res = Object.fromEntries(names.map((n) => [n, []]))
-  for (let r = 0; r < cfg.rounds; r++) {
-    const order = r % 2 ? [...names].reverse() : names
+  for (let r = 0; r < count; r++) {
+    // Each implementation takes each place in the order equally often (rotation), forwards and backwards.
+    const turned = names.map((_, i) => names[(i + (r >> 1)) % names.length])
+    const order = r % 2 ? turned.reverse() : turned
     for (const name of order) res[name].push(await perRound(impls[name], name))
   }
   return res
@@ -137,11 +155,16 @@ async function concurrent(impls) {
     await Promise.all(Array.from({ length: cfg.concurrency }, worker))
   }
   for (const f of Object.values(impls)) await batch(f, cfg.concurrency * 2)
-  return rounds(impls, async (f) => {
-    const t0 = performance.now()
-    await batch(f, cfg.n)
-    return performance.now() - t0 // ms for the batch
-  })
+  // A batch takes only tens of ms, so one GC pause moves it a lot: ten times the rounds of the other rows.
+  return rounds(
+    impls,
+    async (f) => {
+      const t0 = performance.now()
+      await batch(f, cfg.n)
+      return performance.now() - t0 // ms for the batch
+    },
+    cfg.rounds * 10,
+  )
 }
 
 async function firstChunk(impls) {
@@ -216,6 +239,7 @@ async function drain(open) {
 /** One big streamed answer in a fresh process: throughput and how far RSS rose above where it started. */
 async function bigBody(impls) {
   const [name] = Object.keys(impls)
+  if (!name) return {}
   const f = impls[name]
   await smallJson(f) // module loaded, connection pool warm
   return { [name]: [await drain(() => f(cfg.url, chatInit(true)))] }
@@ -340,7 +364,7 @@ const scenarios = { sequential, concurrent, firstChunk, bigBody, plainStream, re
 try {
   const fn = scenarios[cfg.scenario]
   const needsImpls = ['sequential', 'concurrent', 'firstChunk', 'bigBody'].includes(cfg.scenario)
-  out({ result: await fn(needsImpls ? await loadImpls() : undefined) })
+  out({ result: { ...(await fn(needsImpls ? await loadImpls() : undefined)), skipped } })
   process.exit(0)
 } catch (err) {
   process.stderr.write(`bench client ${cfg.scenario}: ${err?.stack ?? err}\n`)

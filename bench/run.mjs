@@ -5,8 +5,9 @@
 //   node bench/run.mjs [options]            (or: node_modules/.bin/bun bench/run.mjs)
 //     --runtimes node,bun    runtimes whose clients are measured (default: both that are found)
 //     --rounds N             rounds per overhead row (default 7)
-//     --fetch-module PATH    also measure another plugin's fetch (module exporting `fetch`, a default function,
-//                            or `createFetch({ baseUrl, qwenHome, accessToken })`) against the runtime's fetch
+//     --fetch-module P[,P]   also measure other plugins' fetch (modules exporting `fetch`, a default function,
+//                            or `createFetch({ baseUrl, qwenHome, accessToken })`) against the runtime's fetch;
+//                            bench/plugins/ has adapters for the JS plugins on npm (bash bench/plugins/install.sh)
 //     --pkg DIR              directory holding api.cjs + binding.cjs + the .node to measure (default: a
 //                            release build in target/bench-pkg, built when missing or with --build)
 //     --build                rebuild the release addon first (napi build --release -o target/bench-pkg)
@@ -36,7 +37,9 @@ const value = (name, dflt) => {
   return i >= 0 ? argv[i + 1] : dflt
 }
 const ROUNDS = Number(value('--rounds', 7))
-const FETCH_MODULE = value('--fetch-module') ? path.resolve(value('--fetch-module')) : null
+const FETCH_MODULES = (value('--fetch-module')?.split(',') ?? []).filter(Boolean).map((p) => path.resolve(p))
+/** The row name of an implementation: ours, or the other plugin's module file name. */
+const whoName = (who) => (who === 'ours' ? 'ours' : path.basename(FETCH_MODULES[Number(who.slice('module'.length))], '.mjs'))
 const ONLY = value('--only')?.split(',')
 const want = (row) => !ONLY || ONLY.includes(row)
 const PACING = flag('--pacing')
@@ -98,12 +101,23 @@ function qwenHomeWith(creds) {
   return home
 }
 
+/** HOME (and XDG dirs) of every client child: an empty temp dir, so no plugin under test can touch the real ones. */
+let childHome = null
+function homeEnv() {
+  if (!childHome) {
+    childHome = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-bench-home-'))
+    tmpDirs.push(childHome)
+  }
+  const xdg = (d) => path.join(childHome, d)
+  return { HOME: childHome, USERPROFILE: childHome, XDG_CONFIG_HOME: xdg('.config'), XDG_DATA_HOME: xdg('.local/share'), XDG_CACHE_HOME: xdg('.cache') }
+}
+
 /** A client child: resolves with its JSON result (stdout's last line). `onReady` gets control for go. */
 function runClient(runtime, cfg, { onReady, env } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(RUNTIMES[runtime], [...(cfg.nodeArgs ?? []), CLIENT, JSON.stringify(cfg)], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, QWEN_HOME: cfg.qwenHome ?? '', ...env },
+      env: { ...process.env, ...homeEnv(), QWEN_HOME: cfg.qwenHome ?? '', ...env },
     })
     let stdout = ''
     let stderr = ''
@@ -136,32 +150,40 @@ function addRow(row) {
 async function overheadRows(mock, pkg) {
   const issued = mock.issueTokens()
   const qwenHome = qwenHomeWith(issued)
-  const impls = ['baseline', 'ours', ...(FETCH_MODULE ? ['module'] : [])]
-  // Per-request rows also run the runtime's fetch sending our exact wire bytes (see client.mjs wireFetch).
-  const withWire = [...impls, 'wire']
+  const impls = ['baseline', 'ours', ...FETCH_MODULES.map((_, i) => `module${i}`)]
+  // Per-request rows also run the runtime's fetch sending our exact wire bytes (see client.mjs wireFetch), and
+  // the timed rows an A/A control: the runtime's fetch once more, so each run shows its own noise.
+  const withWire = [...impls, 'wire', 'control']
   const base = {
     apiPath: path.join(pkg, 'api.cjs'),
     url: `${mock.url}${CHAT}`,
     oauthBaseUrl: mock.url,
     qwenHome,
     token: issued.access_token,
-    fetchModule: FETCH_MODULE,
+    fetchModules: FETCH_MODULES,
     impls,
     rounds: ROUNDS,
   }
   const versus = (res, metric, runtime, unit, target, { lowerIsBetter = true } = {}) => {
     const b = median(res.baseline)
     const w = res.wire ? median(res.wire) : null
+    const c = res.control ? median(res.control) : null
     for (const who of impls.slice(1)) {
+      if (!res[who]) {
+        addRow({ metric, runtime, who: whoName(who), value: null, unit, ratio: null, target, ok: null,
+          detail: `not measured: ${res.skipped?.[who] ?? 'no result'}` })
+        continue
+      }
       const o = median(res[who])
       // Interleaved rows also report the ratio of the means (a slow tail shows there, not in the median).
       const meanRatio = res.means ? median(res.means[who]) / median(res.means.baseline) : null
       // The protocol's share: the same fetch with our bytes, against the baseline; the plugin's: ours against it.
-      const wireNote = w == null ? '' : `; runtime fetch of the same bytes ${w.toFixed(1)} ${unit} (${(w / b).toFixed(2)}x): ours ${(o / w).toFixed(2)}x of it`
+      const wireNote = w == null ? '' : `; runtime fetch of the same bytes ${w.toFixed(1)} ${unit} (${(w / b).toFixed(2)}x): ${whoName(who)} ${(o / w).toFixed(2)}x of it`
+      const controlNote = c == null ? '' : `; A/A control (the runtime's fetch again) ${(c / b).toFixed(2)}x`
       addRow({
         metric,
         runtime,
-        who: who === 'ours' ? 'ours' : path.basename(FETCH_MODULE),
+        who: whoName(who),
         baseline: b,
         value: o,
         unit,
@@ -171,7 +193,8 @@ async function overheadRows(mock, pkg) {
         meanRatio,
         wire: w,
         vsWire: w == null ? null : o / w,
-        detail: `${o.toFixed(1)} vs ${b.toFixed(1)} ${unit}${meanRatio ? `; means ${meanRatio.toFixed(2)}x` : ''}${wireNote}`,
+        control: c == null ? null : c / b,
+        detail: `${o.toFixed(1)} vs ${b.toFixed(1)} ${unit}${meanRatio ? `; means ${meanRatio.toFixed(2)}x` : ''}${wireNote}${controlNote}`,
       })
     }
   }
@@ -209,7 +232,8 @@ async function overheadRows(mock, pkg) {
             mock.enqueue({ body: { choices: [] } })
             mock.enqueueStream({ chunks, intervalMs: 0 })
             const res = await runClient(rt, { ...base, ...extra, impls: [who], scenario: 'bigBody' })
-            into[who].push(res[who][0])
+            if (res[who]) into[who].push(res[who][0])
+            else mock.reset() // not loadable here: nobody read the queued answers
           }
         }
         floor.push((await runClient(rt, { ...base, scenario: 'plainStream' })).plain[0].rssGrowthMB)
@@ -220,10 +244,15 @@ async function overheadRows(mock, pkg) {
       const bHeld = rss(held.baseline)
       const plain = median(floor)
       for (const who of impls.slice(1)) {
+        const name = whoName(who)
+        if (!runs[who].length) {
+          addRow({ metric: '100 MB streamed body', runtime: rt, who: name, value: null, ratio: null, target: null, ok: null,
+            detail: 'not measured: not loadable in this runtime' })
+          continue
+        }
         const o = median(runs[who].map((x) => x.mbps))
         const oRss = rss(runs[who])
         const oHeld = rss(held[who])
-        const name = who === 'ours' ? 'ours' : path.basename(FETCH_MODULE)
         addRow({ metric: '100 MB streamed body: throughput', runtime: rt, who: name, baseline: b, value: o, unit: 'MB/s',
           ratio: o / b, target: 0.9, ok: o / b >= 0.9, detail: `${o.toFixed(0)} vs ${b.toFixed(0)} MB/s` })
         addRow({ metric: '100 MB streamed body: peak RSS growth', runtime: rt, who: name, baseline: bRss, value: oRss,
@@ -385,7 +414,7 @@ function table() {
   const lines = [
     '| metric | runtime | who | ratio | target | ok | detail |',
     '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.metric} | ${r.runtime} | ${r.who} | ${fmt(r.ratio)} | ${fmt(r.target)} | ${r.ok ? 'yes' : '**no**'} | ${r.detail} |`),
+    ...rows.map((r) => `| ${r.metric} | ${r.runtime} | ${r.who} | ${fmt(r.ratio)} | ${fmt(r.target)} | ${r.ok == null ? '—' : r.ok ? 'yes' : '**no**'} | ${r.detail} |`),
   ]
   return lines.join('\n')
 }
