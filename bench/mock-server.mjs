@@ -19,6 +19,7 @@ process.stdin.resume()
 process.stdin.on('end', async () => {
   clearInterval(trim)
   await mock.close()
-  fs.rmSync(dir, { recursive: true, force: true })
+  // The profiled process may still be writing its quota state file into the home: retry a racing rmdir.
+  fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 })
   process.exit(0)
 })
