@@ -97,6 +97,29 @@ async function smallJson(f) {
   if (!j.choices) throw new Error('unexpected body')
 }
 
+/**
+ * Runs one step of implementation `name`. Another plugin's failure (it may not cope with the scenario) takes
+ * it out of the row with the reason; a failure of ours or of the runtime's fetch ends the run.
+ */
+async function step(name, fn) {
+  if (skipped[name]) return undefined
+  try {
+    return await fn()
+  } catch (err) {
+    if (!name.startsWith('module')) throw err
+    skipped[name] = `failed: ${String(err?.message ?? err).split('\n')[0]}`
+    return undefined
+  }
+}
+
+/** The results of the implementations still in the row. */
+const survivors = (res) => Object.fromEntries(Object.entries(res).filter(([name]) => !skipped[name]))
+
+/** `n` warm-up calls of each implementation. */
+async function warmUp(impls, n, one) {
+  for (const [name, f] of Object.entries(impls)) for (let i = 0; i < n; i++) await step(name, () => one(f))
+}
+
 /** Rounds alternate the order of the implementations so drift hits both alike. */
 async function rounds(impls, perRound, count = cfg.rounds) {
   const names = Object.keys(impls)
@@ -105,9 +128,12 @@ async function rounds(impls, perRound, count = cfg.rounds) {
     // Each implementation takes each place in the order equally often (rotation), forwards and backwards.
     const turned = names.map((_, i) => names[(i + (r >> 1)) % names.length])
     const order = r % 2 ? turned.reverse() : turned
-    for (const name of order) res[name].push(await perRound(impls[name], name))
+    for (const name of order) {
+      const t = await step(name, () => perRound(impls[name], name))
+      if (t !== undefined) res[name].push(t)
+    }
   }
-  return res
+  return survivors(res)
 }
 
 /**
@@ -122,20 +148,21 @@ async function interleaved(impls, one) {
     const times = Object.fromEntries(names.map((n) => [n, []]))
     for (let i = 0; i < cfg.n; i++) {
       for (const name of (i + r) % 2 ? [...names].reverse() : names) {
-        const t = await one(impls[name])
-        times[name].push(t)
+        const t = await step(name, () => one(impls[name]))
+        if (t !== undefined) times[name].push(t)
       }
     }
     for (const name of names) {
+      if (skipped[name]) continue
       res[name].push(median(times[name]) * 1000)
       means[name].push((times[name].reduce((a, b) => a + b, 0) / times[name].length) * 1000)
     }
   }
-  return { ...res, means }
+  return { ...survivors(res), means: survivors(means) }
 }
 
 async function sequential(impls) {
-  for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await smallJson(f)
+  await warmUp(impls, cfg.warmup, smallJson)
   return interleaved(impls, async (f) => {
     const t0 = performance.now()
     await smallJson(f)
@@ -154,7 +181,7 @@ async function concurrent(impls) {
     }
     await Promise.all(Array.from({ length: cfg.concurrency }, worker))
   }
-  for (const f of Object.values(impls)) await batch(f, cfg.concurrency * 2)
+  await warmUp(impls, 1, (f) => batch(f, cfg.concurrency * 2))
   // A batch takes only tens of ms, so one GC pause moves it a lot: ten times the rounds of the other rows.
   return rounds(
     impls,
@@ -178,7 +205,7 @@ async function firstChunk(impls) {
     while (!(await reader.read()).done);
     return t
   }
-  for (const f of Object.values(impls)) for (let i = 0; i < cfg.warmup; i++) await one(f)
+  await warmUp(impls, cfg.warmup, one)
   return interleaved(impls, one)
 }
 
@@ -241,8 +268,11 @@ async function bigBody(impls) {
   const [name] = Object.keys(impls)
   if (!name) return {}
   const f = impls[name]
-  await smallJson(f) // module loaded, connection pool warm
-  return { [name]: [await drain(() => f(cfg.url, chatInit(true)))] }
+  const run = await step(name, async () => {
+    await smallJson(f) // module loaded, connection pool warm
+    return drain(() => f(cfg.url, chatInit(true)))
+  })
+  return run === undefined ? {} : { [name]: [run] }
 }
 
 /** The same refresh as many times: ours (lock + file + HTTP) against a bare HTTP refresh with fetch. */

@@ -225,6 +225,7 @@ async function overheadRows(mock, pkg) {
       const runs = Object.fromEntries(impls.map((i) => [i, []]))
       const held = Object.fromEntries(impls.map((i) => [i, []]))
       const floor = []
+      const why = {}
       const gcArgs = rt === 'node' ? { nodeArgs: ['--expose-gc'] } : {}
       for (let r = 0; r < Math.max(3, Math.ceil(ROUNDS / 2)); r++) {
         for (const who of r % 2 ? [...impls].reverse() : impls) {
@@ -233,7 +234,10 @@ async function overheadRows(mock, pkg) {
             mock.enqueueStream({ chunks, intervalMs: 0 })
             const res = await runClient(rt, { ...base, ...extra, impls: [who], scenario: 'bigBody' })
             if (res[who]) into[who].push(res[who][0])
-            else mock.reset() // not loadable here: nobody read the queued answers
+            else {
+              why[who] = res.skipped?.[who] ?? 'no result'
+              mock.reset() // the answers queued for it may be unread
+            }
           }
         }
         floor.push((await runClient(rt, { ...base, scenario: 'plainStream' })).plain[0].rssGrowthMB)
@@ -247,7 +251,7 @@ async function overheadRows(mock, pkg) {
         const name = whoName(who)
         if (!runs[who].length) {
           addRow({ metric: '100 MB streamed body', runtime: rt, who: name, value: null, ratio: null, target: null, ok: null,
-            detail: 'not measured: not loadable in this runtime' })
+            detail: `not measured: ${why[who]}` })
           continue
         }
         const o = median(runs[who].map((x) => x.mbps))
