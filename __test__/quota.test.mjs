@@ -50,7 +50,8 @@ function startChild(args, fakeNowMs, extraEnv = {}) {
   let stderr = ''
   child.stdout.on('data', (d) => (stdout += d))
   child.stderr.on('data', (d) => (stderr += d))
-  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  // 'close', not 'exit': the last stdout/stderr data may still be on its way when the process has exited.
+  const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
   const ready = new Promise((resolve, reject) => {
     child.stdout.on('data', () => stdout.includes('ready\n') && resolve())
     exited.then((code) => reject(new Error(`child ${args.id} exited (${code}) before ready: ${stderr}`)))

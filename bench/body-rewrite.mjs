@@ -134,7 +134,7 @@ function measurePipeline(cfg) {
     let out = ''
     c.stdout.on('data', (d) => (out += d))
     c.on('error', reject)
-    c.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1))) : reject(new Error(`client exited ${code}`))))
+    c.on('close', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1))) : reject(new Error(`client exited ${code}`))))
   })
 }
 

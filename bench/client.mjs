@@ -9,7 +9,8 @@ const cfg = JSON.parse(process.argv[2])
 const require = createRequire(import.meta.url)
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
 
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+// Resolves once the line is handed to the pipe, so the process.exit() that follows the result cannot cut it.
+const out = (obj) => new Promise((resolve) => process.stdout.write(JSON.stringify(obj) + '\n', resolve))
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
@@ -394,7 +395,7 @@ const scenarios = { sequential, concurrent, firstChunk, bigBody, plainStream, re
 try {
   const fn = scenarios[cfg.scenario]
   const needsImpls = ['sequential', 'concurrent', 'firstChunk', 'bigBody'].includes(cfg.scenario)
-  out({ result: { ...(await fn(needsImpls ? await loadImpls() : undefined)), skipped } })
+  await out({ result: { ...(await fn(needsImpls ? await loadImpls() : undefined)), skipped } })
   process.exit(0)
 } catch (err) {
   process.stderr.write(`bench client ${cfg.scenario}: ${err?.stack ?? err}\n`)

@@ -131,10 +131,13 @@ function runClient(runtime, cfg, { onReady, env } = {}) {
     })
     child.stderr.on('data', (d) => (stderr += d))
     child.on('error', reject)
-    child.on('exit', (code) => {
+    // 'close', not 'exit': stdout may still hold the result line when the process has exited.
+    child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`${runtime} client ${cfg.scenario} exited ${code}: ${stderr.slice(-2000)}`))
       const line = stdout.trim().split('\n').at(-1)
-      resolve({ ...JSON.parse(line).result, stderr })
+      const result = line?.startsWith('{"result"') ? JSON.parse(line).result : null
+      if (!result) return reject(new Error(`${runtime} client ${cfg.scenario} printed no result (last line: ${line?.slice(0, 200)})`))
+      resolve({ ...result, stderr })
     })
   })
 }
@@ -349,7 +352,7 @@ async function burstRows(mock, pkg) {
     const ok200 = statuses.filter((s) => s === 200).length
     addRow({ metric: '8 processes x 10 concurrent, expired token: refresh grants', runtime: rt, who: 'ours',
       value: mock.refreshGrants, unit: 'grants', ratio: null, target: 'exactly 1', ok: mock.refreshGrants === 1 && ok200 === 80,
-      detail: `${mock.refreshGrants} grant(s), ${ok200}/80 answered 200` })
+      detail: `${mock.refreshGrants} grant(s), ${ok200}/80 answered 200${ok200 === 80 ? '' : ` (others: ${statuses.filter((s) => s !== 200).join(', ')})`}` })
   }
 }
 

@@ -23,7 +23,8 @@ export function spawnScript(script, args = [], env = {}) {
   let stderr = ''
   let exitInfo = null
   const exited = new Promise((resolve) =>
-    proc.on('exit', (code, signal) => {
+    // 'close', not 'exit': a last line may still be on its way when the process has exited.
+    proc.on('close', (code, signal) => {
       exitInfo = { code, signal }
       for (const w of waiters.splice(0)) w.reject(new Error(`child exited (${code ?? signal}) before answering: ${stderr}`))
       for (const w of stderrWaiters.splice(0)) w.reject(new Error(`child exited before printing ${w.re}: ${stderr}`))
