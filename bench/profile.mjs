@@ -72,7 +72,8 @@ const baseline = median(times[names[0]])
 console.log(`${typeof Bun !== 'undefined' ? `bun ${Bun.version}` : `node ${process.version}`}: µs per request, median of ${N}, stages taking turns`)
 for (const name of names) {
   const m = median(times[name])
-  const extra = name === names[0] || name.includes('alone') ? '' : `  (+${(m - baseline).toFixed(1)} µs)`
+  const d = m - baseline
+  const extra = name === names[0] || name.includes('alone') ? '' : `  (${d < 0 ? '−' : '+'}${Math.abs(d).toFixed(1)} µs)`
   console.log(`  ${name.padEnd(44)} ${m.toFixed(1).padStart(7)} µs${extra}`)
 }
 server.stdin.end()
