@@ -121,15 +121,13 @@ async function warmUp(impls, n, one) {
   for (const [name, f] of Object.entries(impls)) for (let i = 0; i < n; i++) await step(name, () => one(f))
 }
 
-/** Rounds alternate the order of the implementations so drift hits both alike. */
+/** Round by round, the implementations in a fresh random order each time (see `interleaved`). */
 async function rounds(impls, perRound, count = cfg.rounds) {
   const names = Object.keys(impls)
+  const random = prng(0x51ed)
   const res = Object.fromEntries(names.map((n) => [n, []]))
   for (let r = 0; r < count; r++) {
-    // Each implementation takes each place in the order equally often (rotation), forwards and backwards.
-    const turned = names.map((_, i) => names[(i + (r >> 1)) % names.length])
-    const order = r % 2 ? turned.reverse() : turned
-    for (const name of order) {
+    for (const name of shuffled(names, random)) {
       const t = await step(name, () => perRound(impls[name], name))
       if (t !== undefined) res[name].push(t)
     }
@@ -137,18 +135,40 @@ async function rounds(impls, perRound, count = cfg.rounds) {
   return survivors(res)
 }
 
+/** A fixed-seed PRNG (mulberry32): the same shuffles in every run. */
+function prng(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A shuffled copy (Fisher–Yates). */
+function shuffled(xs, random) {
+  const a = [...xs]
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[a[i], a[j]] = [a[j], a[i]]
+  }
+  return a
+}
+
 /**
- * Request by request, the implementations taking turns (the order flipping each time), so that drift on a
- * shared machine hits them alike; per round the median and the mean of each one's times, in µs.
+ * Request by request, the implementations taking turns in a fresh random order each time, so that drift on a
+ * shared machine hits them alike and none always follows the same one (a plugin that writes a file per
+ * request slowed whichever came next); per round the median and the mean of each one's times, in µs.
  */
 async function interleaved(impls, one) {
   const names = Object.keys(impls)
   const res = Object.fromEntries(names.map((n) => [n, []]))
   const means = Object.fromEntries(names.map((n) => [n, []]))
+  const random = prng(0x51ed)
   for (let r = 0; r < cfg.rounds; r++) {
     const times = Object.fromEntries(names.map((n) => [n, []]))
     for (let i = 0; i < cfg.n; i++) {
-      for (const name of (i + r) % 2 ? [...names].reverse() : names) {
+      for (const name of shuffled(names, random)) {
         const t = await step(name, () => one(impls[name]))
         if (t !== undefined) times[name].push(t)
       }
