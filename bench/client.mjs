@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
+import { wireBytes } from './wire.mjs'
 
 const cfg = JSON.parse(process.argv[2])
 const require = createRequire(import.meta.url)
@@ -67,12 +68,7 @@ function wireFetch() {
   const bytesFor = (url, method, body) => {
     let w = wire.get(body)
     if (!w) {
-      const x = native.exchange(url, method, ['content-type', 'application/json'], body)
-      native.finish(x.id)
-      const parts = x.headers.split('\n')
-      const headers = Object.create(null)
-      for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
-      w = { headers, body: x.body ?? body }
+      w = wireBytes(native, url, method, body)
       wire.set(body, w)
     }
     return w
@@ -302,14 +298,7 @@ async function refresh() {
   const opts = { qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING }
   let bareToken = cfg.bareRefreshToken
   const bare = async () => {
-    const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: bareToken, client_id: cfg.clientId })
-    const res = await fetch(`${cfg.oauthBaseUrl}/api/v1/oauth2/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body,
-    })
-    const j = await res.json()
-    if (!j.access_token) throw new Error(`bare refresh failed: HTTP ${res.status}`)
+    const j = await postRefresh(bareToken, 'bare')
     bareToken = j.refresh_token ?? bareToken
   }
   const ours = async () => {
@@ -324,6 +313,19 @@ async function refresh() {
     for (let i = 0; i < cfg.n; i++) await f()
     return ((performance.now() - t0) * 1000) / cfg.n
   })
+}
+
+/** The refresh grant POSTed with the runtime's fetch, as the CLI sends it; the answer's JSON. */
+async function postRefresh(refreshToken, who) {
+  const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: cfg.clientId })
+  const res = await fetch(`${cfg.oauthBaseUrl}/api/v1/oauth2/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+    body,
+  })
+  const j = await res.json()
+  if (!j.access_token) throw new Error(`${who} refresh failed: HTTP ${res.status}`)
+  return j
 }
 
 /**
@@ -345,14 +347,7 @@ function floorRefresh(home) {
     fs.closeSync(fd)
     try {
       const current = JSON.parse(fs.readFileSync(credsPath, 'utf8'))
-      const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: current.refresh_token, client_id: cfg.clientId })
-      const res = await fetch(`${cfg.oauthBaseUrl}/api/v1/oauth2/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-        body,
-      })
-      const j = await res.json()
-      if (!j.access_token) throw new Error(`floor refresh failed: HTTP ${res.status}`)
+      const j = await postRefresh(current.refresh_token, 'floor')
       const next = {
         access_token: j.access_token,
         token_type: j.token_type,

@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import { wireBytes } from './wire.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const pkg = path.resolve(process.argv[2] ?? path.join(HERE, '..', 'target', 'bench-pkg'))
@@ -40,17 +41,12 @@ const native = new binding.QwenClient(opts)
 const flat = ['content-type', 'application/json']
 
 // What our runtime transport hands the runtime's fetch: the CLI's headers and the aligned body, same bytes.
-const sample = native.exchange(url, 'POST', flat, body)
-native.finish(sample.id)
-const parts = sample.headers.split('\n')
-const wireHeaders = []
-for (let i = 0; i + 1 < parts.length; i += 2) wireHeaders.push([parts[i], parts[i + 1]])
-const wireBody = sample.body ?? body
+const wire = wireBytes(native, url, 'POST', body)
 
 const stages = {
   'runtime fetch + json() (baseline)': async () => (await fetch(url, init())).json(),
   'runtime fetch of our wire bytes + json()': async () =>
-    (await fetch(url, { method: 'POST', headers: wireHeaders, body: wireBody, redirect: 'manual', signal: new AbortController().signal })).json(),
+    (await fetch(url, { method: 'POST', headers: wire.headers, body: wire.body, redirect: 'manual', signal: new AbortController().signal })).json(),
   'exchange + finish alone (sync, no I/O)': async () => native.finish(native.exchange(url, 'POST', flat, body).id),
   'api fetch + json(), runtime transport': async () => (await viaRuntime.fetch(url, init())).json(),
   'api fetch + json(), native transport': async () => (await viaNative.fetch(url, init())).json(),

@@ -1,0 +1,14 @@
+// What our runtime transport hands the runtime's fetch for one request: the Qwen Code CLI's headers (with the
+// bearer token) and the CLI-aligned body, taken from the native side's `exchange` (which is then forgotten).
+// Shared by bench/client.mjs (the "same bytes" reference) and bench/profile.mjs.
+
+/** `{ headers, body }` for `fetch`: headers a plain object, as the runtime transport passes them. */
+export function wireBytes(native, url, method, body) {
+  const x = native.exchange(url, method, ['content-type', 'application/json'], body)
+  native.finish(x.id)
+  // name\nvalue\nname\nvalue (src/lib.rs `joined`).
+  const parts = x.headers.split('\n')
+  const headers = Object.create(null)
+  for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
+  return { headers, body: x.body ?? body }
+}
