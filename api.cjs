@@ -179,6 +179,7 @@ const DELIVER = -1
 const READ_PREFIX = -2
 const NEED_HEADERS = -3
 const PREFIX_LIMIT = 64 * 1024
+const DELIVERED_BELOW = binding.DELIVERED_BELOW
 const TRANSPORTS = ['native', 'runtime']
 
 /**
@@ -327,6 +328,36 @@ function createClient(options, { apiKey, transport } = {}) {
   const native = call(() => new binding.QwenClient(normalizeOptions(options), apiKey ?? undefined))
   const viaRuntime = pickTransport(transport) === 'runtime'
   const runtimeFetch = globalThis.fetch
+  // The runtime transport's last headers, as given and as an object: the next request usually sends the very
+  // same ones (same token, same caller headers), and building the object again costs ~4 µs under Bun. The
+  // runtime's fetch only reads it.
+  let lastJoined = null
+  let lastHeaders = null
+  /** name\nvalue\nname\nvalue (src/lib.rs `joined`), each name once: a plain object, which the runtime's
+   * fetch takes faster than a list of pairs. */
+  function headerObject(joined) {
+    if (joined === lastJoined) return lastHeaders
+    const parts = joined.split('\n')
+    const headers = Object.create(null) // a header may be called __proto__
+    for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
+    lastJoined = joined
+    lastHeaders = Object.freeze(headers)
+    return lastHeaders
+  }
+  // Exchanges delivered without asking (status below DELIVERED_BELOW), still to be forgotten natively: the
+  // next `exchange` takes them along (no crossing of their own), or a timer does when no request follows.
+  let delivered = []
+  let forgetTimer = null
+  function takeDelivered() {
+    if (delivered.length === 0) return undefined
+    const ids = delivered
+    delivered = []
+    return ids
+  }
+  function forgetDelivered() {
+    forgetTimer = null
+    for (const id of takeDelivered() ?? []) native.finish(id)
+  }
   // Every request's events come through one native callback: id -> the handler of its next event. The callback
   // holds this map only (not `native`), so a client nobody uses can still be collected.
   const waiting = new Map()
@@ -342,11 +373,21 @@ function createClient(options, { apiKey, transport } = {}) {
   /** The runtime's fetch moves the bytes; every decision is native (QwenClient.exchange in src/lib.rs). */
   async function fetchViaRuntime(input, init = {}) {
     const { url, method, flat, signal, bytes } = quickFetchArgs(input, init) ?? (await parseFetchArgs(input, init))
-    const begun = call(() => native.exchange(url, method, flat, bytes))
-    const id = begun.id
-    const body = begun.body ?? bytes
-    let outgoing = begun.headers
-    let delivered = false
+    // `id NUL headers NUL body` (src/lib.rs `exchange`); empty headers: not ready yet; empty body: the caller's.
+    const done = takeDelivered()
+    let begun
+    try {
+      begun = call(() => native.exchange(url, method, flat, bytes, done))
+    } catch (err) {
+      if (done) for (const old of done) native.finish(old)
+      throw err
+    }
+    const idEnd = begun.indexOf('\0')
+    const headersEnd = begun.indexOf('\0', idEnd + 1)
+    const id = Number(begun.slice(0, idEnd))
+    const body = headersEnd + 1 < begun.length ? begun.slice(headersEnd + 1) : bytes
+    let outgoing = headersEnd > idEnd + 1 ? begun.slice(idEnd + 1, headersEnd) : null
+    let handedOver = false
     try {
       for (;;) {
         outgoing ??= call(() => native.readyHeaders(id))
@@ -363,11 +404,7 @@ function createClient(options, { apiKey, transport } = {}) {
             signal?.removeEventListener('abort', onAbort)
           }
         }
-        // name\nvalue\nname\nvalue (src/lib.rs `joined`), each name once: a plain object, which the runtime's
-        // fetch takes faster than a list of pairs.
-        const parts = outgoing.split('\n')
-        const headers = Object.create(null) // a header may be called __proto__
-        for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
+        const headers = headerObject(outgoing)
         outgoing = null
         let res
         try {
@@ -382,6 +419,16 @@ function createClient(options, { apiKey, transport } = {}) {
         let prefix = null
         // Not for the caller: close its connection.
         const discard = () => (reader ?? res.body)?.cancel().catch(() => {})
+        if (res.status < DELIVERED_BELOW) {
+          // Delivered as it is (src/pipeline/exchange.rs `DELIVERED_BELOW`): no question, forgotten later.
+          handedOver = true
+          delivered.push(id)
+          if (forgetTimer === null) {
+            forgetTimer = setTimeout(forgetDelivered, 1000)
+            forgetTimer.unref?.()
+          }
+          return res
+        }
         try {
           verdict = call(() => native.judgeStatus(id, res.status))
           if (verdict === NEED_HEADERS) {
@@ -399,14 +446,14 @@ function createClient(options, { apiKey, transport } = {}) {
         }
         if (verdict === DELIVER) {
           // The native side has forgotten the exchange already.
-          delivered = true
+          handedOver = true
           return prefix === null ? res : replay(res, prefix, reader)
         }
         discard()
         await sleep(verdict, signal)
       }
     } finally {
-      if (!delivered) native.finish(id)
+      if (!handedOver) native.finish(id)
     }
   }
 

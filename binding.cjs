@@ -841,6 +841,7 @@ module.exports.apiBaseUrl = nativeBinding.apiBaseUrl
 module.exports.apiKeyEndpoints = nativeBinding.apiKeyEndpoints
 module.exports.checkApiKey = nativeBinding.checkApiKey
 module.exports.defaultApiKeyEndpoint = nativeBinding.defaultApiKeyEndpoint
+module.exports.DELIVERED_BELOW = nativeBinding.DELIVERED_BELOW
 module.exports.flushQuota = nativeBinding.flushQuota
 module.exports.getValidCredentials = nativeBinding.getValidCredentials
 module.exports.loadCredentials = nativeBinding.loadCredentials

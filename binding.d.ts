@@ -42,15 +42,20 @@ export declare class QwenClient {
   start(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): number
   /**
    * Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
-   * no network (untrusted host, a key that cannot fit, a bad method). Then, per attempt, the headers
-   * (`headers` here when nothing needs waiting for, else `readyHeaders` / `prepareHeaders`), and `judge`
-   * (`judgePrefix` for 405/429) or `networkError` for what came back: -1 deliver (the exchange is then
-   * over), -2 read the body's first 64 KiB and ask `judgePrefix`, n >= 0 drop it and retry after n ms;
-   * a failure throws (`[E_CODE] message`). `finish` forgets it early (abort, a throw in between).
-   * Plain ids, strings and one object per call: under Bun a native object with a finalizer per request
-   * cost ~40 µs, more than the whole decision.
+   * no network (untrusted host, a key that cannot fit, a bad method). Answers one string,
+   * `id NUL headers NUL body`: the exchange's id; the first attempt's headers (`joined`) when nothing needs
+   * waiting for, else empty (then `readyHeaders` / `prepareHeaders`); the body every attempt sends when it
+   * is not the caller's (aligned with the CLI, or a model id mapped for the key's plan), else empty. Then,
+   * per attempt, `judgeStatus` / `judge` (`judgePrefix` for 405/429) or `networkError` for what came back:
+   * -1 deliver (the exchange is then over), -2 read the body's first 64 KiB and ask `judgePrefix`,
+   * n >= 0 drop it and retry after n ms; a failure throws (`[E_CODE] message`). An answer with a status
+   * below `DELIVERED_BELOW` needs no question: its exchange is then handed back in `delivered` of a later
+   * call (or to `finish`) to be forgotten. `finish` forgets one early (abort, a throw in between).
+   * Plain ids and strings, and no crossing per answer: under Bun a native object with a finalizer per
+   * request cost ~40 µs, more than the whole decision; a plain object answer ~3 µs more than one string,
+   * and each crossing ~3 µs.
    */
-  exchange(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): Begun
+  exchange(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null, delivered?: Array<number> | undefined | null): string
   /** The next attempt's headers (`joined`) when nothing needs waiting for; null: call `prepareHeaders`. */
   readyHeaders(id: number): string | null
   /** The next attempt's headers (`joined`), after a token refresh and this process's pacing turn if needed. */
@@ -101,15 +106,6 @@ export interface ApiKeyEndpoint {
 /** The endpoints an API key can be used with (Coding Plan China / international, DashScope Beijing / Singapore). */
 export declare function apiKeyEndpoints(): Array<ApiKeyEndpoint>
 
-/** What `QwenClient.exchange()` answers. */
-export interface Begun {
-  id: number
-  /** The body to send instead of the caller's; null: the caller's own. */
-  body?: string
-  /** The first attempt's headers (`joined`) when it can go at once; null: call `prepareHeaders`. */
-  headers?: string
-}
-
 /** null when the key's shape fits the endpoint, else a message saying what is wrong (never the key). */
 export declare function checkApiKey(key: string, endpoint: string): string | null
 
@@ -126,6 +122,12 @@ export interface CredentialsInfo {
 
 /** The endpoint for a stored key whose login names none: the China endpoint of the key's plan. */
 export declare function defaultApiKeyEndpoint(key: string): string
+
+/**
+ * Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
+ * Statuses below this are delivered without asking `judgeStatus` (see `exchange`).
+ */
+export declare const DELIVERED_BELOW: number
 
 /**
  * Write the requests this process counted in memory (pacing off) to the state file now. Also runs at

@@ -47,7 +47,7 @@ const stages = {
   'runtime fetch + json() (baseline)': async () => (await fetch(url, init())).json(),
   'runtime fetch of our wire bytes + json()': async () =>
     (await fetch(url, { method: 'POST', headers: wire.headers, body: wire.body, redirect: 'manual', signal: new AbortController().signal })).json(),
-  'exchange + finish alone (sync, no I/O)': async () => native.finish(native.exchange(url, 'POST', flat, body).id),
+  'exchange + finish alone (sync, no I/O)': async () => native.finish(Number(native.exchange(url, 'POST', flat, body).split('\0', 1)[0])),
   'api fetch + json(), runtime transport': async () => (await viaRuntime.fetch(url, init())).json(),
   'api fetch + json(), native transport': async () => (await viaNative.fetch(url, init())).json(),
 }

@@ -4,11 +4,11 @@
 
 /** `{ headers, body }` for `fetch`: headers a plain object, as the runtime transport passes them. */
 export function wireBytes(native, url, method, body) {
-  const x = native.exchange(url, method, ['content-type', 'application/json'], body)
-  native.finish(x.id)
-  // name\nvalue\nname\nvalue (src/lib.rs `joined`).
-  const parts = x.headers.split('\n')
+  // `id NUL headers NUL body` (src/lib.rs `exchange`); headers name\nvalue\nname\nvalue; an empty body: the caller's.
+  const [id, joined, aligned] = native.exchange(url, method, ['content-type', 'application/json'], body).split('\0')
+  native.finish(Number(id))
+  const parts = joined.split('\n')
   const headers = Object.create(null)
   for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
-  return { headers, body: x.body ?? body }
+  return { headers, body: aligned || body }
 }

@@ -542,13 +542,18 @@ impl QwenClient {
     }
 
     /// Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
-    /// no network (untrusted host, a key that cannot fit, a bad method). Then, per attempt, the headers
-    /// (`headers` here when nothing needs waiting for, else `readyHeaders` / `prepareHeaders`), and `judge`
-    /// (`judgePrefix` for 405/429) or `networkError` for what came back: -1 deliver (the exchange is then
-    /// over), -2 read the body's first 64 KiB and ask `judgePrefix`, n >= 0 drop it and retry after n ms;
-    /// a failure throws (`[E_CODE] message`). `finish` forgets it early (abort, a throw in between).
-    /// Plain ids, strings and one object per call: under Bun a native object with a finalizer per request
-    /// cost ~40 µs, more than the whole decision.
+    /// no network (untrusted host, a key that cannot fit, a bad method). Answers one string,
+    /// `id NUL headers NUL body`: the exchange's id; the first attempt's headers (`joined`) when nothing needs
+    /// waiting for, else empty (then `readyHeaders` / `prepareHeaders`); the body every attempt sends when it
+    /// is not the caller's (aligned with the CLI, or a model id mapped for the key's plan), else empty. Then,
+    /// per attempt, `judgeStatus` / `judge` (`judgePrefix` for 405/429) or `networkError` for what came back:
+    /// -1 deliver (the exchange is then over), -2 read the body's first 64 KiB and ask `judgePrefix`,
+    /// n >= 0 drop it and retry after n ms; a failure throws (`[E_CODE] message`). An answer with a status
+    /// below `DELIVERED_BELOW` needs no question: its exchange is then handed back in `delivered` of a later
+    /// call (or to `finish`) to be forgotten. `finish` forgets one early (abort, a throw in between).
+    /// Plain ids and strings, and no crossing per answer: under Bun a native object with a finalizer per
+    /// request cost ~40 µs, more than the whole decision; a plain object answer ~3 µs more than one string,
+    /// and each crossing ~3 µs.
     #[napi]
     pub fn exchange(
         &self,
@@ -556,7 +561,14 @@ impl QwenClient {
         method: String,
         headers: Vec<String>,
         body: Option<Either<String, &[u8]>>,
-    ) -> Result<Begun> {
+        delivered: Option<Vec<u32>>,
+    ) -> Result<String> {
+        if let Some(ids) = delivered {
+            let mut exchanges = self.link.exchanges();
+            for id in ids {
+                exchanges.remove(&id);
+            }
+        }
         // The headers come back joined by line breaks: a name or value holding one (fetch refuses those too)
         // would split wrongly.
         if let Some(bad) = headers.iter().position(|h| h.contains(['\n', '\r', '\0'])) {
@@ -566,17 +578,27 @@ impl QwenClient {
         let req = request(url, method, headers, body);
         let original = req.body.clone();
         let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
-        // The body every attempt sends when it is not the caller's (aligned with the CLI, or a model id
-        // mapped for the key's plan); JSON text either way.
+        let ready = ex.ready();
         let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
-        // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
-        let body = rewritten
-            .map(|b| std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b).into_owned(), str::to_owned));
-        let headers = ex.ready().map(joined).transpose()?;
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let size = ready.as_ref().map_or(0, |h| joined_len(h)) + rewritten.map_or(0, |b| b.len());
+        let mut out = String::with_capacity(12 + size);
+        out.push_str(&id.to_string());
+        out.push('\0');
+        if let Some(pairs) = ready {
+            push_joined(&mut out, &pairs)?;
+        }
+        out.push('\0');
+        // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
+        if let Some(b) = rewritten {
+            match std::str::from_utf8(b) {
+                Ok(text) => out.push_str(text),
+                Err(_) => out.push_str(&String::from_utf8_lossy(b)),
+            }
+        }
         let x = Arc::new(Exchanging { ex: tokio::sync::Mutex::new(ex), cancel: Default::default() });
         self.link.exchanges().insert(id, x);
-        Ok(Begun { id, body, headers })
+        Ok(out)
     }
 
     /// The next attempt's headers (`joined`) when nothing needs waiting for; null: call `prepareHeaders`.
@@ -723,6 +745,10 @@ fn request(
 }
 
 /// Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
+/// Statuses below this are delivered without asking `judgeStatus` (see `exchange`).
+#[napi]
+pub const DELIVERED_BELOW: u32 = pipeline::DELIVERED_BELOW as u32;
+
 const DELIVER: f64 = -1.0;
 const READ_PREFIX: f64 = -2.0;
 /// `judgeStatus` only: call `judge` with the answer's `Retry-After` headers.
@@ -741,16 +767,6 @@ fn verdict(v: pipeline::Verdict) -> Result<f64> {
 struct Exchanging {
     ex: tokio::sync::Mutex<pipeline::Exchange>,
     cancel: tokio_util::sync::CancellationToken,
-}
-
-/// What `QwenClient.exchange()` answers.
-#[napi(object)]
-pub struct Begun {
-    pub id: u32,
-    /// The body to send instead of the caller's; null: the caller's own.
-    pub body: Option<String>,
-    /// The first attempt's headers (`joined`) when it can go at once; null: call `prepareHeaders`.
-    pub headers: Option<String>,
 }
 
 impl Exchanging {
@@ -788,19 +804,29 @@ impl QwenClient {
 /// Header pairs as one string, `name\nvalue\nname\nvalue`: one JS string per request instead of one per name
 /// and value (each costs a crossing under Bun). `exchange` refuses line breaks in what it is given.
 fn joined(pairs: Vec<(String, String)>) -> Result<String> {
-    let mut out = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
-    for (k, v) in &pairs {
+    let mut out = String::with_capacity(joined_len(&pairs));
+    push_joined(&mut out, &pairs)?;
+    Ok(out)
+}
+
+fn joined_len(pairs: &[(String, String)]) -> usize {
+    pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+}
+
+/// `joined` written onto `out`.
+fn push_joined(out: &mut String, pairs: &[(String, String)]) -> Result<()> {
+    for (i, (k, v)) in pairs.iter().enumerate() {
         // Only a token read from the credentials file could still hold one here.
         if v.contains(['\n', '\r', '\0']) {
             let detail = format!("the value of {k} holds a line break or NUL; log in again if it is the token");
             return Err(error::Error::invalid_arg("outgoing header", detail).into());
         }
-        if !out.is_empty() {
+        if i > 0 {
             out.push('\n');
         }
         out.push_str(k);
         out.push('\n');
         out.push_str(v);
     }
-    Ok(out)
+    Ok(())
 }

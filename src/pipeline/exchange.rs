@@ -21,6 +21,10 @@ use crate::config::Settings;
 use crate::debug_log;
 use crate::error::{Error, Result};
 
+/// Every answer with a status below this is delivered as it is, whatever the auth and the attempt: the
+/// runtime transport hands those over without asking `judge` (and forgets the exchange later, in a batch).
+pub const DELIVERED_BELOW: u16 = 400;
+
 /// Enough of an error body to classify it.
 pub const PREFIX_LIMIT: usize = 64 * 1024;
 
@@ -127,6 +131,9 @@ impl Exchange {
     /// What the status line and headers of an answer mean.
     pub fn judge(&mut self, status: u16, headers: &HeaderMap) -> Verdict {
         debug_log!("{} {} attempt {} -> {status}", self.method, self.endpoint, self.attempt);
+        if status < DELIVERED_BELOW {
+            return Verdict::Deliver;
+        }
         let api_key = matches!(self.auth, Auth::ApiKey(_));
         if matches!(status, 401 | 403) && !api_key {
             if self.refreshed {

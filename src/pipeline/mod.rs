@@ -24,7 +24,7 @@ use crate::debug_log;
 use crate::error::{Error, Result};
 use crate::http;
 use crate::token_manager::TokenManager;
-pub use exchange::{Exchange, Verdict, PREFIX_LIMIT};
+pub use exchange::{Exchange, Verdict, DELIVERED_BELOW, PREFIX_LIMIT};
 
 /// How requests are authorised.
 #[derive(Clone)]
