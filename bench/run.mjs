@@ -9,7 +9,7 @@
 //                            or `createFetch({ baseUrl, qwenHome, accessToken })`) against the runtime's fetch;
 //                            bench/plugins/ has adapters for the JS plugins on npm (bash bench/plugins/install.sh)
 //     --pkg DIR              directory holding api.cjs + binding.cjs + the .node to measure (default: a
-//                            release build in target/bench-pkg, built when missing or with --build)
+//                            release build in target/bench-pkg, built when missing, older than src/, or with --build)
 //     --build                rebuild the release addon first (napi build --release -o target/bench-pkg)
 //     --only a,b             only these rows: seq,conc,sse,big,require,size,refresh,burst
 //     --pacing               also the pacing scenarios (3 processes x 40 requests; ~6 minutes with defaults)
@@ -61,8 +61,17 @@ const RUNTIMES = findRuntimes()
 function preparePackage() {
   if (value('--pkg')) return path.resolve(value('--pkg'))
   const dir = path.join(ROOT, 'target', 'bench-pkg')
-  const hasNode = () => fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.endsWith('.node'))
-  if (flag('--build') || !hasNode()) {
+  const built = fs.existsSync(dir) ? fs.readdirSync(dir).find((f) => f.endsWith('.node')) : undefined
+  // A binding older than the sources would measure code that is gone (and may not fit api.cjs any more).
+  const newest = (p) => {
+    const st = fs.statSync(p)
+    return st.isDirectory() ? Math.max(0, ...fs.readdirSync(p).map((f) => newest(path.join(p, f)))) : st.mtimeMs
+  }
+  const stale = () => {
+    const at = fs.statSync(path.join(dir, built)).mtimeMs
+    return ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs'].some((f) => newest(path.join(ROOT, f)) > at)
+  }
+  if (flag('--build') || !built || stale()) {
     // Its own output dir: the debug addon in the repo root (used by the tests) stays as it is.
     process.stderr.write('building the release addon into target/bench-pkg ...\n')
     const npx = process.platform === 'win32' ? 'npx.cmd' : 'npx'

@@ -184,6 +184,26 @@ impl TokenManager {
         sh.usable(&cached, now_ms()).then_some(cached)
     }
 
+    /// `ready_credentials`' access token alone: on the request path a clone of the whole credentials (five
+    /// strings) cost more than the look itself.
+    pub fn ready_access_token(&self) -> Option<String> {
+        let sh = &self.shared;
+        {
+            let st = sh.state();
+            if st.unsaved {
+                return None;
+            }
+            // As `check_file` with its throttle still running: the cached credentials stand.
+            if st.last_check.is_some_and(|t| t.elapsed() < sh.stat_interval) {
+                let c = st.creds.as_ref()?;
+                if c.is_valid_at(now_ms()) {
+                    return Some(c.access_token.clone());
+                }
+            }
+        }
+        self.ready_credentials().map(|c| c.access_token)
+    }
+
     pub async fn valid_credentials(&self, force: bool, refused_token: Option<&str>) -> Result<Credentials> {
         let sh = &self.shared;
         if sh.state().unsaved {

@@ -97,7 +97,7 @@ impl Exchange {
         }
         let (token, kind) = match &self.auth {
             Auth::ApiKey(key) => (key.clone(), AuthKind::ApiKey),
-            Auth::OAuth(tm) => (tm.ready_credentials()?.access_token, AuthKind::OAuth),
+            Auth::OAuth(tm) => (tm.ready_access_token()?, AuthKind::OAuth),
         };
         crate::quota::count_request(&self.settings.pacing_path());
         Some(self.outgoing(token, kind, Duration::ZERO))

@@ -48,6 +48,20 @@ pub fn user_agent(cli_version: &str) -> String {
 }
 
 /// `process.platform` for this OS.
+/// `user_agent`, formatted once per version (one per process in practice) instead of on every request.
+fn cached_user_agent(cli_version: &str) -> String {
+    static LAST: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    match last.as_ref() {
+        Some((version, ua)) if version == cli_version => ua.clone(),
+        _ => {
+            let ua = user_agent(cli_version);
+            *last = Some((cli_version.to_string(), ua.clone()));
+            ua
+        }
+    }
+}
+
 pub fn node_platform() -> &'static str {
     match std::env::consts::OS {
         "macos" => "darwin",
@@ -70,12 +84,12 @@ pub fn node_arch() -> &'static str {
 
 /// The headers to send: the caller's, minus the dropped ones, plus the CLI's.
 pub fn build(incoming: &[(String, String)], token: &str, kind: AuthKind, cli_version: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> =
-        incoming.iter().filter(|(k, _)| !DROPPED.iter().any(|d| k.trim().eq_ignore_ascii_case(d))).cloned().collect();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(incoming.len() + 6);
+    out.extend(incoming.iter().filter(|(k, _)| !DROPPED.iter().any(|d| k.trim().eq_ignore_ascii_case(d))).cloned());
     if !out.iter().any(|(k, _)| k.trim().eq_ignore_ascii_case("accept")) {
         out.push(("Accept".into(), "application/json".into()));
     }
-    let ua = user_agent(cli_version);
+    let ua = cached_user_agent(cli_version);
     out.push(("Authorization".into(), format!("Bearer {token}")));
     out.push(("User-Agent".into(), ua.clone()));
     out.push(("X-DashScope-CacheControl".into(), "enable".into()));

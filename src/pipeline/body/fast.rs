@@ -135,18 +135,29 @@ impl<'a> Body<'a> {
         };
         let insert_stream_options = self.stream && !self.fields.iter().any(|(k, _)| k == "stream_options");
 
-        // Set in place when present, else appended in this order.
-        let mut extra: Vec<(&str, Value)> = Vec::with_capacity(3);
+        // Set in place when present, else appended in this order. Written as text: building `Value`s for
+        // these few fixed shapes took a dozen allocations per request.
+        let mut extra: Vec<(&str, Extra)> = Vec::with_capacity(3);
         if is_qwen_family(&self.model) {
-            let mut metadata = serde_json::Map::new();
-            metadata.insert("sessionId".into(), Value::String(session_id.into()));
-            metadata.insert("promptId".into(), Value::String(prompt_id.into()));
-            extra.push(("metadata", Value::Object(metadata)));
+            extra.push(("metadata", Extra::Metadata));
         }
         if is_vision_model(&self.model) {
-            extra.push(("vl_high_resolution_images", Value::Bool(true)));
+            extra.push(("vl_high_resolution_images", Extra::True));
         }
-        extra.push(("preserve_thinking", Value::Bool(true)));
+        extra.push(("preserve_thinking", Extra::True));
+        let write_extra = |out: &mut Vec<u8>, e: &Extra| -> Option<()> {
+            match e {
+                Extra::True => out.extend_from_slice(b"true"),
+                Extra::Metadata => {
+                    out.extend_from_slice(br#"{"sessionId":"#);
+                    serde_json::to_writer(&mut *out, session_id).ok()?;
+                    out.extend_from_slice(br#","promptId":"#);
+                    serde_json::to_writer(&mut *out, prompt_id).ok()?;
+                    out.push(b'}');
+                }
+            }
+            Some(())
+        };
 
         let size: usize = self.fields.iter().map(|(k, v)| k.len() + field_len(v) + 4).sum();
         let mut out = Vec::with_capacity(size + 512);
@@ -163,7 +174,7 @@ impl<'a> Body<'a> {
         for (k, v) in &self.fields {
             key(&mut out, k)?;
             if let Some((_, value)) = extra.iter().find(|(name, _)| name == k) {
-                out.extend(write_json(value)?);
+                write_extra(&mut out, value)?;
             } else if k == "stream_options" && stream_options.is_some() {
                 out.extend(write_json(stream_options.as_ref()?)?);
             } else {
@@ -191,13 +202,13 @@ impl<'a> Body<'a> {
             // pipeline.ts sets stream_options right after stream.
             if k == "stream" && insert_stream_options {
                 key(&mut out, "stream_options")?;
-                out.extend(write_json(&include_usage())?);
+                out.extend_from_slice(INCLUDE_USAGE.as_bytes());
             }
         }
         for (name, value) in &extra {
             if !self.fields.iter().any(|(k, _)| k == name) {
                 key(&mut out, name)?;
-                out.extend(write_json(value)?);
+                write_extra(&mut out, value)?;
             }
         }
         out.push(b'}');
@@ -211,6 +222,16 @@ fn field_len(v: &Field) -> usize {
         Field::List(items) => items.iter().map(|i| i.len() + 1).sum::<usize>() + 2,
     }
 }
+
+/// A value the CLI adds, by shape.
+enum Extra {
+    /// `{"sessionId":…,"promptId":…}`
+    Metadata,
+    True,
+}
+
+/// `{include_usage: true}` as `JSON.stringify` writes it.
+const INCLUDE_USAGE: &str = r#"{"include_usage":true}"#;
 
 /// `{"type":"ephemeral"}` as `JSON.stringify` writes it.
 const EPHEMERAL: &str = r#"{"type":"ephemeral"}"#;
