@@ -578,17 +578,17 @@ impl QwenClient {
         let req = request(url, method, headers, body);
         let original = req.body.clone();
         let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
-        let ready = ex.ready();
-        let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let size = ready.as_ref().map_or(0, |h| joined_len(h)) + rewritten.map_or(0, |b| b.len());
-        let mut out = String::with_capacity(12 + size);
+        let mut out = String::with_capacity(512 + ex.body.as_ref().map_or(0, |b| b.len()));
         out.push_str(&id.to_string());
         out.push('\0');
-        if let Some(pairs) = ready {
-            push_joined(&mut out, &pairs)?;
+        let mut refused = None;
+        ex.ready_each(|k, v| push_header(&mut out, k, v, &mut refused));
+        if let Some(err) = refused {
+            return Err(err);
         }
         out.push('\0');
+        let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
         // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
         if let Some(b) = rewritten {
             match std::str::from_utf8(b) {
@@ -804,29 +804,26 @@ impl QwenClient {
 /// Header pairs as one string, `name\nvalue\nname\nvalue`: one JS string per request instead of one per name
 /// and value (each costs a crossing under Bun). `exchange` refuses line breaks in what it is given.
 fn joined(pairs: Vec<(String, String)>) -> Result<String> {
-    let mut out = String::with_capacity(joined_len(&pairs));
-    push_joined(&mut out, &pairs)?;
-    Ok(out)
-}
-
-fn joined_len(pairs: &[(String, String)]) -> usize {
-    pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
-}
-
-/// `joined` written onto `out`.
-fn push_joined(out: &mut String, pairs: &[(String, String)]) -> Result<()> {
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        // Only a token read from the credentials file could still hold one here.
-        if v.contains(['\n', '\r', '\0']) {
-            let detail = format!("the value of {k} holds a line break or NUL; log in again if it is the token");
-            return Err(error::Error::invalid_arg("outgoing header", detail).into());
-        }
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(k);
-        out.push('\n');
-        out.push_str(v);
+    let mut out = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+    let mut refused = None;
+    for (k, v) in &pairs {
+        push_header(&mut out, k, v, &mut refused);
     }
-    Ok(())
+    refused.map_or(Ok(out), Err)
+}
+
+/// One header onto a `joined` string that ends with its last header or with a NUL (nothing after it yet).
+fn push_header(out: &mut String, k: &str, v: &str, refused: &mut Option<Error>) {
+    // Only a token read from the credentials file could still hold one here.
+    if v.contains(['\n', '\r', '\0']) {
+        let detail = format!("the value of {k} holds a line break or NUL; log in again if it is the token");
+        refused.get_or_insert_with(|| error::Error::invalid_arg("outgoing header", detail).into());
+        return;
+    }
+    if !(out.is_empty() || out.ends_with('\0')) {
+        out.push('\n');
+    }
+    out.push_str(k);
+    out.push('\n');
+    out.push_str(v);
 }

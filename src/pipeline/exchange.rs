@@ -92,6 +92,21 @@ impl Exchange {
     /// The headers of the next attempt when it can go at once: the token is at hand (no refresh, no file
     /// to re-read) and pacing is off. `None`: call [`Exchange::prepare`], which may wait.
     pub fn ready(&mut self) -> Option<Vec<(String, String)>> {
+        let (token, kind) = self.ready_token()?;
+        Some(self.outgoing(token, kind, Duration::ZERO))
+    }
+
+    /// [`Exchange::ready`], each header handed to `f` instead of collected; false: call `prepare`.
+    pub fn ready_each(&mut self, f: impl FnMut(&str, &str)) -> bool {
+        let Some((token, kind)) = self.ready_token() else { return false };
+        self.next_attempt(Duration::ZERO);
+        headers::each(&self.incoming, &token, kind, &self.settings.cli_version, f);
+        self.sent_token = Some(token);
+        true
+    }
+
+    /// The token when the next attempt can go at once (counted as a request sent).
+    fn ready_token(&mut self) -> Option<(String, AuthKind)> {
         if self.settings.pacing_enabled() || self.refused.is_some() {
             return None;
         }
@@ -100,7 +115,7 @@ impl Exchange {
             Auth::OAuth(tm) => (tm.ready_access_token()?, AuthKind::OAuth),
         };
         crate::quota::count_request(&self.settings.pacing_path());
-        Some(self.outgoing(token, kind, Duration::ZERO))
+        Some((token, kind))
     }
 
     /// The headers of the next attempt: the token (one forced refresh after a refusal), then this
@@ -115,11 +130,15 @@ impl Exchange {
     }
 
     fn outgoing(&mut self, token: String, kind: AuthKind, waited: Duration) -> Vec<(String, String)> {
-        self.attempt += 1;
-        debug_log!("{} {} attempt {} (paced {} ms)", self.method, self.endpoint, self.attempt, waited.as_millis());
+        self.next_attempt(waited);
         let headers = headers::build(&self.incoming, &token, kind, &self.settings.cli_version);
         self.sent_token = Some(token);
         headers
+    }
+
+    fn next_attempt(&mut self, waited: Duration) {
+        self.attempt += 1;
+        debug_log!("{} {} attempt {} (paced {} ms)", self.method, self.endpoint, self.attempt, waited.as_millis());
     }
 
     /// Whether `judge` reads the `Retry-After` headers for this status (429 and 5xx); for any other status
