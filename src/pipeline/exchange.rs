@@ -325,6 +325,19 @@ mod tests {
     }
 
     #[test]
+    fn every_status_below_delivered_below_is_delivered_whatever_came_before() {
+        // The runtime transport hands these over without asking `judge`: that must never lose a decision.
+        let (p, _home) = pipeline(2, 1000);
+        let mut ex = Exchange::new(&p, chat(CODING)).unwrap();
+        assert!(matches!(ex.judge(503, &HeaderMap::new()), Verdict::Retry(_)));
+        for status in [100, 101, 200, 204, 206, 301, 302, 304, 399] {
+            assert!(status < DELIVERED_BELOW);
+            assert!(matches!(ex.judge(status, &HeaderMap::new()), Verdict::Deliver), "{status}");
+        }
+        assert!(!matches!(ex.judge(401, &HeaderMap::new()), Verdict::Deliver), "a key refused is not delivered");
+    }
+
+    #[test]
     fn server_errors_retry_with_retry_after_capped_then_the_answer_goes_through() {
         let (p, _home) = pipeline(2, 1500);
         let mut ex = Exchange::new(&p, chat(CODING)).unwrap();
