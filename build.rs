@@ -2,4 +2,24 @@ fn main() {
     napi_build::setup();
     // `cargo fuzz` (fuzz/) builds with `--cfg fuzzing`.
     println!("cargo::rustc-check-cfg=cfg(fuzzing)");
+    hot_path_section();
+}
+
+/// On Linux the addon's per-request functions go side by side in one `.text.hot` section (src/hot_path.ld,
+/// made by `node bench/hot-path.mjs`): after an idle gap the CPU then walks a few pages of our code instead of
+/// one per function. A partial script (`INSERT BEFORE .text`), so GNU ld and lld keep their default layout.
+fn hot_path_section() {
+    println!("cargo::rerun-if-changed=src/hot_path.ld");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let script = std::path::Path::new(&dir).join("src").join("hot_path.ld");
+    let script = script.to_string_lossy();
+    // `-Wl,` splits at commas: a checkout path holding one builds without the section rather than failing.
+    if script.contains(',') {
+        println!("cargo::warning=no hot path section: the checkout path contains a comma ({script})");
+        return;
+    }
+    println!("cargo::rustc-cdylib-link-arg=-Wl,-T,{script}");
 }
