@@ -4,7 +4,7 @@
 // then costs a page walk per function, packed it costs a few (bench/RESULTS.md: ~30 µs per request after an idle
 // gap, ~5 µs back to back).
 //
-//   node bench/hot-path.mjs        (Linux, needs `perf` and node_modules/.bin/bun; ~3 min)
+//   node bench/hot-path.mjs        (Linux, needs `perf`, `nm` and node_modules/.bin/bun; ~3 min)
 //
 // How: a release build that keeps its symbols, a request loop under `perf record`, every symbol of the addon
 // that got a sample: the request path hottest first, then what a refresh adds. The names' hashes change with any build setting, so the script matches
