@@ -414,11 +414,6 @@ function createClient(options, { apiKey, transport } = {}) {
           await sleep(call(() => native.networkError(id, describeFailure(err))), signal)
           continue
         }
-        let verdict
-        let reader = null
-        let prefix = null
-        // Not for the caller: close its connection.
-        const discard = () => (reader ?? res.body)?.cancel().catch(() => {})
         if (res.status < DELIVERED_BELOW) {
           // Delivered as it is (src/pipeline/exchange.rs `DELIVERED_BELOW`): no question, forgotten later.
           handedOver = true
@@ -429,6 +424,11 @@ function createClient(options, { apiKey, transport } = {}) {
           }
           return res
         }
+        let verdict
+        let reader = null
+        let prefix = null
+        // Not for the caller: close its connection.
+        const discard = () => (reader ?? res.body)?.cancel().catch(() => {})
         try {
           verdict = call(() => native.judgeStatus(id, res.status))
           if (verdict === NEED_HEADERS) {

@@ -123,10 +123,7 @@ export interface CredentialsInfo {
 /** The endpoint for a stored key whose login names none: the China endpoint of the key's plan. */
 export declare function defaultApiKeyEndpoint(key: string): string
 
-/**
- * Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
- * Statuses below this are delivered without asking `judgeStatus` (see `exchange`).
- */
+/** Statuses below this are delivered without asking `judgeStatus` (see `exchange`). */
 export declare const DELIVERED_BELOW: number
 
 /**

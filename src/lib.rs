@@ -563,11 +563,8 @@ impl QwenClient {
         body: Option<Either<String, &[u8]>>,
         delivered: Option<Vec<u32>>,
     ) -> Result<String> {
-        if let Some(ids) = delivered {
-            let mut exchanges = self.link.exchanges();
-            for id in ids {
-                exchanges.remove(&id);
-            }
+        for id in delivered.unwrap_or_default() {
+            self.finish(id);
         }
         // The headers come back joined by line breaks: a name or value holding one (fetch refuses those too)
         // would split wrongly.
@@ -744,11 +741,11 @@ fn request(
     }
 }
 
-/// Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
 /// Statuses below this are delivered without asking `judgeStatus` (see `exchange`).
 #[napi]
 pub const DELIVERED_BELOW: u32 = pipeline::DELIVERED_BELOW as u32;
 
+/// Verdicts as numbers: `DELIVER`, `READ_PREFIX`, or a retry after that many ms (>= 0). A failure throws.
 const DELIVER: f64 = -1.0;
 const READ_PREFIX: f64 = -2.0;
 /// `judgeStatus` only: call `judge` with the answer's `Retry-After` headers.

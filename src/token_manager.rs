@@ -111,7 +111,7 @@ impl Shared {
     /// forget the credentials when it is gone. Read errors are returned every time until fixed.
     fn check_file(&self, force: bool) -> Result<Option<Credentials>> {
         let mut st = self.state();
-        if !force && st.last_check.is_some_and(|t| t.elapsed() < self.stat_interval) {
+        if !force && self.throttled(&st) {
             return Ok(st.creds.clone());
         }
         let stamp = self.store.stamp()?;
@@ -148,6 +148,11 @@ impl Shared {
                 Ok(Some(creds))
             }
         }
+    }
+
+    /// The file was looked at less than `stat_interval` ago: what is cached stands without a stat.
+    fn throttled(&self, st: &State) -> bool {
+        st.last_check.is_some_and(|t| t.elapsed() < self.stat_interval)
     }
 
     /// Usable without a refresh: valid with the 30 s buffer, or refreshed by us within 5 minutes and
@@ -193,8 +198,8 @@ impl TokenManager {
             if st.unsaved {
                 return None;
             }
-            // As `check_file` with its throttle still running: the cached credentials stand.
-            if st.last_check.is_some_and(|t| t.elapsed() < sh.stat_interval) {
+            // As `check_file` while its throttle stands: the cached credentials, without a clone of them all.
+            if sh.throttled(&st) {
                 let c = st.creds.as_ref()?;
                 if c.is_valid_at(now_ms()) {
                     return Some(c.access_token.clone());

@@ -47,7 +47,6 @@ pub fn user_agent(cli_version: &str) -> String {
     format!("QwenCode/{} ({}; {})", cli_version, node_platform(), node_arch())
 }
 
-/// `process.platform` for this OS.
 /// `user_agent`, formatted once per version (one per process in practice) instead of on every request.
 fn cached_user_agent(cli_version: &str) -> String {
     static LAST: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
@@ -62,6 +61,7 @@ fn cached_user_agent(cli_version: &str) -> String {
     }
 }
 
+/// `process.platform` for this OS.
 pub fn node_platform() -> &'static str {
     match std::env::consts::OS {
         "macos" => "darwin",
