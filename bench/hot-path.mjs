@@ -11,10 +11,10 @@
 // `name17h*` (every build of that function, and every instance of a generic whose name carries no types).
 import fs from 'node:fs'
 import path from 'node:path'
-import readline from 'node:readline'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import { startMockProcess } from './mock-process.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(HERE, '..')
@@ -26,10 +26,7 @@ else generate()
 async function load(pkg, what) {
   const require = createRequire(import.meta.url)
   const api = require(path.join(pkg, 'api.cjs'))
-  const server = spawn('node', [path.join(HERE, 'mock-server.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const first = await readline.createInterface({ input: server.stdout })[Symbol.asyncIterator]().next()
-  const { url: base, qwenHome } = JSON.parse(first.value)
-  const opts = { qwenHome, oauthBaseUrl: base, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
+  const { base, opts, stop } = await startMockProcess()
   const client = api.createClient(opts, { transport: 'runtime' })
   const init = (stream) => ({
     method: 'POST',
@@ -45,8 +42,7 @@ async function load(pkg, what) {
   } else {
     for (let i = 0; i < 1500; i++) await api.getValidCredentials(opts, { force: true })
   }
-  server.stdin.end()
-  await new Promise((resolve) => server.on('exit', resolve))
+  await stop()
 }
 
 function run(cmd, args, opts = {}) {

@@ -6,11 +6,10 @@
 // pkgDir defaults to target/bench-pkg (release build made by bench/run.mjs). N=requests per stage (2000).
 import fs from 'node:fs'
 import path from 'node:path'
-import readline from 'node:readline'
-import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import { startMockProcess } from './mock-process.mjs'
 import { wireBytes } from './wire.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
@@ -21,9 +20,7 @@ const api = require(path.join(pkg, 'api.cjs'))
 const binding = require(path.join(pkg, 'binding.cjs'))
 
 // The server runs under Node in its own process, as in bench/run.mjs: its work does not share our thread.
-const server = spawn('node', [path.join(HERE, 'mock-server.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] })
-const { url: base, qwenHome } = JSON.parse(await readline.createInterface({ input: server.stdout })[Symbol.asyncIterator]().next().then((r) => r.value))
-const opts = { qwenHome, oauthBaseUrl: base, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
+const { base, qwenHome, opts, stop } = await startMockProcess()
 const url = `${base}/v1/chat/completions`
 const body = JSON.stringify({ model: 'coder-model', stream: false, messages: [{ role: 'user', content: 'hi' }] })
 // The baseline needs the token the mock issued (ours takes it from the same file itself); never printed.
@@ -72,6 +69,5 @@ for (const name of names) {
   const extra = name === names[0] || name.includes('alone') ? '' : `  (${d < 0 ? '−' : '+'}${Math.abs(d).toFixed(1)} µs)`
   console.log(`  ${name.padEnd(44)} ${m.toFixed(1).padStart(7)} µs${extra}`)
 }
-server.stdin.end()
-await new Promise((r) => server.on('exit', r))
+await stop()
 process.exit(0)
