@@ -180,3 +180,25 @@ test('runtime transport: a 429 is retried after its Retry-After (read only for s
   const [first, second] = mock.requestsTo(CHAT)
   assert.ok(second.hr - first.hr >= 30, `retried ${second.hr - first.hr} ms after the 429, asked for 30`)
 })
+
+test('native transport: a long body nudges the engine to collect as it goes, so read chunks do not pile up', { skip: typeof Bun !== 'undefined' && 'V8 gc entries' }, async () => {
+  const { PerformanceObserver, constants } = await import('node:perf_hooks')
+  const { mock, opts, url } = await setup()
+  // 32 MiB: half of the external-memory growth after which V8 would start collecting on its own.
+  mock.enqueueStream({ chunks: Array(512).fill('x'.repeat(65536)), intervalMs: 0 })
+  const client = api.createClient(opts, { transport: 'native' })
+  let majors = 0
+  const seen = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++
+  })
+  seen.observe({ entryTypes: ['gc'] })
+  cleanups.push(() => seen.disconnect())
+  const res = await client.fetch(url, { ...chatInit(), body: JSON.stringify({ model: 'coder-model', stream: true, messages: [] }) })
+  let bytes = 0
+  for await (const chunk of res.body) bytes += chunk.byteLength
+  assert.ok(bytes > 32 * 1048576, `read ${bytes} bytes`)
+  // gc entries are queued to the observer: let the queue drain (an event-loop turn, not a timed wait).
+  await new Promise((resolve) => setImmediate(resolve))
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.ok(majors >= 4, `${majors} full collections while 32 MiB went by (a nudge every 4 MiB)`)
+})

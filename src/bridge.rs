@@ -17,6 +17,44 @@ use crate::pipeline::{BodyStream, Pipeline, Request};
 /// large batches and a slow one chunk by chunk.
 const BATCH_LIMIT: usize = 256 * 1024;
 
+/// Body bytes handed to JS since the engine was last nudged to collect garbage, process-wide.
+///
+/// Every body chunk becomes a fresh JS buffer that is garbage once read, and the engines let such garbage pile
+/// up: V8 starts collecting only when external memory has grown 64 MiB past its level at the last collection,
+/// so a 100 MB body read at full speed took RSS ~38 MB up. Every [`Self::EVERY`] bytes the binding reports a
+/// transient [`Self::PULSE`] bytes (added, then taken back, so the accounting stays true): V8 sees its limit
+/// crossed once more than `64 MiB − PULSE` has grown and starts a collection; JSC (Bun) counts the positive
+/// report as memory allocated this cycle and collects too. A chat answer of a few KB never reaches a pulse.
+pub struct CollectNudge {
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl CollectNudge {
+    pub const EVERY: u64 = 4 << 20;
+    pub const PULSE: i64 = 63 << 20;
+
+    pub const fn new() -> Self {
+        Self { since: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Count `bytes` more handed to JS; true when the engine should be nudged now.
+    pub fn delivered(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let since = self.since.fetch_add(bytes as u64, Relaxed) + bytes as u64;
+        if since < Self::EVERY {
+            return false;
+        }
+        self.since.store(0, Relaxed);
+        true
+    }
+}
+
+impl Default for CollectNudge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Status line and headers.
 pub struct Head {
     pub status: u16,
@@ -201,6 +239,18 @@ async fn pump(head: Head, mut body: BodyStream, slot: &Slot, deliver: impl Fn(Ev
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nudges_once_per_every_bytes_whatever_the_chunk_sizes() {
+        let n = super::CollectNudge::new();
+        let every = super::CollectNudge::EVERY as usize;
+        assert!(!n.delivered(every - 1));
+        assert!(n.delivered(1), "the byte that reaches EVERY nudges");
+        assert!(!n.delivered(every / 2), "the count starts again after a nudge");
+        assert!(n.delivered(every), "one big batch past EVERY nudges once");
+        let nudges = (0..1600).filter(|_| n.delivered(64 * 1024)).count();
+        assert_eq!(nudges, 1600 * 64 * 1024 / every, "100 MiB in 64 KiB chunks");
+    }
+
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;

@@ -362,6 +362,8 @@ impl JsValuesTupleIntoVec for Args {
     }
 }
 
+static BODY_NUDGE: bridge::CollectNudge = bridge::CollectNudge::new();
+
 /// The chunks as one JS-owned `Buffer`, or `undefined` when there are none.
 unsafe fn js_bytes(env: napi::sys::napi_env, chunks: &[bytes::Bytes]) -> Result<napi::sys::napi_value> {
     let len: usize = chunks.iter().map(|c| c.len()).sum();
@@ -377,6 +379,15 @@ unsafe fn js_bytes(env: napi::sys::napi_env, chunks: &[bytes::Bytes]) -> Result<
         unsafe {
             std::ptr::copy_nonoverlapping(c.as_ptr(), at, c.len());
             at = at.add(c.len());
+        }
+    }
+    if BODY_NUDGE.delivered(len) {
+        let mut total = 0;
+        let pulse = bridge::CollectNudge::PULSE;
+        // SAFETY: JS thread, live env. A failed nudge only leaves collection to the engine's own pace.
+        unsafe {
+            napi::sys::napi_adjust_external_memory(env, pulse, &mut total);
+            napi::sys::napi_adjust_external_memory(env, -pulse, &mut total);
         }
     }
     Ok(value)

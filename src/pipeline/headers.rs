@@ -91,7 +91,13 @@ pub fn build(incoming: &[(String, String)], token: &str, kind: AuthKind, cli_ver
 
 /// `build`, one header at a time and nothing collected: the runtime transport writes them straight into the
 /// one string it hands to JS (a pair of `String`s per header was a dozen allocations per request).
-pub fn each(incoming: &[(String, String)], token: &str, kind: AuthKind, cli_version: &str, mut f: impl FnMut(&str, &str)) {
+pub fn each(
+    incoming: &[(String, String)],
+    token: &str,
+    kind: AuthKind,
+    cli_version: &str,
+    mut f: impl FnMut(&str, &str),
+) {
     let mut accept = false;
     for (k, v) in incoming {
         let name = k.trim();
