@@ -239,10 +239,15 @@ async fn pump(head: Head, mut body: BodyStream, slot: &Slot, deliver: impl Fn(Ev
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
     #[test]
     fn nudges_once_per_every_bytes_whatever_the_chunk_sizes() {
-        let n = super::CollectNudge::new();
-        let every = super::CollectNudge::EVERY as usize;
+        let n = CollectNudge::new();
+        let every = CollectNudge::EVERY as usize;
         assert!(!n.delivered(every - 1));
         assert!(n.delivered(1), "the byte that reaches EVERY nudges");
         assert!(!n.delivered(every / 2), "the count starts again after a nudge");
@@ -250,11 +255,6 @@ mod tests {
         let nudges = (0..1600).filter(|_| n.delivered(64 * 1024)).count();
         assert_eq!(nudges, 1600 * 64 * 1024 / every, "100 MiB in 64 KiB chunks");
     }
-
-    use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
-    use std::time::Duration;
 
     /// A body that yields `items`, then hangs (or ends), and raises a flag when dropped (= connection closed).
     fn upstream(items: Vec<crate::error::Result<Bytes>>, hang: bool) -> (BodyStream, Arc<AtomicBool>) {
