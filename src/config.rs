@@ -1,7 +1,7 @@
 //! Settings: plugin options (from OpenCode's `["opencode-qwen-oauth", {...}]` or the JS API) over
 //! environment variables over defaults. Resolved once per client; everything else takes a `&Settings`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -50,6 +50,9 @@ pub struct Settings {
     pub align_request_body: bool,
     /// Requests a day the quota view warns against (at 80 % and 95 %); 0 turns the warnings off.
     pub daily_limit: u64,
+    /// `qwen_home/opencode_qwen_pacing.json`, joined once: every request counts itself against it. Private, so
+    /// that no `Settings { qwen_home, ..other }` can leave it pointing into another home.
+    pacing_file: PathBuf,
 }
 
 /// Environment lookup, injectable so tests need not mutate the process environment.
@@ -133,6 +136,7 @@ impl Settings {
             trusted_hosts.extend(extra.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
         }
         Ok(Settings {
+            pacing_file: qwen_home.join("opencode_qwen_pacing.json"),
             qwen_home,
             oauth_base_url,
             cli_version,
@@ -156,8 +160,8 @@ impl Settings {
         self.qwen_home.join("oauth_creds.lock")
     }
 
-    pub fn pacing_path(&self) -> PathBuf {
-        self.qwen_home.join("opencode_qwen_pacing.json")
+    pub fn pacing_path(&self) -> &Path {
+        &self.pacing_file
     }
 
     pub fn pacing_enabled(&self) -> bool {

@@ -17,7 +17,6 @@ pub mod pkce;
 pub mod quota;
 pub mod token_manager;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -293,7 +292,7 @@ pub fn qwen_paths(options: Option<QwenOptions>) -> Result<QwenPaths> {
         qwen_home: text(s.qwen_home.clone()),
         credentials: text(s.creds_path()),
         lock: text(s.lock_path()),
-        state: text(s.pacing_path()),
+        state: text(s.pacing_path().to_path_buf()),
     })
 }
 
@@ -396,9 +395,9 @@ unsafe fn js_bytes(env: napi::sys::napi_env, chunks: &[bytes::Bytes]) -> Result<
 /// Requests in flight, as seen from the JS thread (every method here runs on it).
 struct Link {
     events: OnceLock<Arc<EventFn>>,
-    slots: Mutex<HashMap<u32, Entry>>,
+    slots: Mutex<bridge::IdMap<Entry>>,
     /// Requests whose bytes the runtime's `fetch` moves (`exchange()`).
-    exchanges: Mutex<HashMap<u32, Arc<Exchanging>>>,
+    exchanges: Mutex<bridge::IdMap<Arc<Exchanging>>>,
     next_id: AtomicU32,
     /// Requests JS is waiting on; the channel is referenced exactly while this is above zero.
     waiting: AtomicU32,
@@ -411,11 +410,11 @@ struct Entry {
 }
 
 impl Link {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, bridge::IdMap<Entry>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn exchanges(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Exchanging>>> {
+    fn exchanges(&self) -> std::sync::MutexGuard<'_, bridge::IdMap<Arc<Exchanging>>> {
         self.exchanges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -493,8 +492,8 @@ impl QwenClient {
         };
         let link = Arc::new(Link {
             events: OnceLock::new(),
-            slots: Mutex::new(HashMap::new()),
-            exchanges: Mutex::new(HashMap::new()),
+            slots: Mutex::new(bridge::IdMap::default()),
+            exchanges: Mutex::new(bridge::IdMap::default()),
             next_id: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
         });

@@ -114,7 +114,7 @@ impl Exchange {
             Auth::ApiKey(key) => (key.clone(), AuthKind::ApiKey),
             Auth::OAuth(tm) => (tm.ready_access_token()?, AuthKind::OAuth),
         };
-        crate::quota::count_request(&self.settings.pacing_path());
+        crate::quota::count_request(self.settings.pacing_path());
         Some((token, kind))
     }
 

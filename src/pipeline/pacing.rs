@@ -119,13 +119,13 @@ pub struct Turn {
 /// request is counted either way (pacing off: in memory, written to the file in the background).
 pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Result<Turn> {
     if !settings.pacing_enabled() {
-        quota::count_request(&settings.pacing_path());
+        quota::count_request(settings.pacing_path());
         return Ok(Turn { waited: Duration::ZERO });
     }
     if cancel.is_cancelled() {
         return Err(Error::Aborted);
     }
-    let path = settings.pacing_path();
+    let path = settings.pacing_path().to_path_buf();
     let jitter = if settings.jitter_max_ms > settings.jitter_min_ms {
         rand::rng().random_range(settings.jitter_min_ms..=settings.jitter_max_ms)
     } else {

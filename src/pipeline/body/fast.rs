@@ -56,8 +56,8 @@ impl<'a> Body<'a> {
         }
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let model = match field("model") {
-            Some(Field::Raw(raw)) => {
-                serde_json::from_str::<Cow<str>>(raw).map(|m| m.to_ascii_lowercase()).unwrap_or_default()
+            Some(Field::Raw(raw)) if raw.starts_with('"') => {
+                key_text(raw).map(|m| m.to_ascii_lowercase()).unwrap_or_default()
             }
             _ => String::new(),
         };
@@ -68,6 +68,9 @@ impl<'a> Body<'a> {
             return None;
         }
         let stream = match field("stream") {
+            // The usual literals without the parser: its code is cold between requests.
+            Some(Field::Raw("true")) => true,
+            Some(Field::Raw("false" | "null")) => false,
             Some(Field::Raw(raw)) => truthy(&serde_json::from_str::<Value>(raw).ok()?),
             _ => false,
         };
@@ -150,9 +153,9 @@ impl<'a> Body<'a> {
                 Extra::True => out.extend_from_slice(b"true"),
                 Extra::Metadata => {
                     out.extend_from_slice(br#"{"sessionId":"#);
-                    serde_json::to_writer(&mut *out, session_id).ok()?;
+                    json_string(out, session_id)?;
                     out.extend_from_slice(br#","promptId":"#);
-                    serde_json::to_writer(&mut *out, prompt_id).ok()?;
+                    json_string(out, prompt_id)?;
                     out.push(b'}');
                 }
             }
@@ -167,7 +170,7 @@ impl<'a> Body<'a> {
             if !std::mem::take(&mut first) {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, k).ok()?;
+            json_string(out, k)?;
             out.push(b':');
             Some(())
         };
@@ -329,6 +332,19 @@ fn role<'a>(message: &&'a str) -> Option<Cow<'a, str>> {
     None
 }
 
+/// `s` as a JSON string, as `JSON.stringify` writes it. Text with nothing to escape (keys, ids: nearly
+/// always) is copied between quotes without the serializer, whose code is cold between requests.
+fn json_string(out: &mut Vec<u8>, s: &str) -> Option<()> {
+    // JSON.stringify escapes `"`, `\`, controls and lone surrogates (which a &str cannot hold).
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return Some(());
+    }
+    serde_json::to_writer(&mut *out, s).ok()
+}
+
 /// The text of a string token (quotes included): borrowed unless it has escapes.
 fn key_text(token: &str) -> Option<Cow<'_, str>> {
     let inner = token.get(1..token.len().checked_sub(1)?)?;
@@ -342,6 +358,46 @@ fn key_text(token: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_string_writes_what_serde_json_writes() {
+        for s in [
+            "",
+            "model",
+            "ses_1########0",
+            "é中😀",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}",
+            "\u{1f}x",
+            "\u{7f}",
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, s).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn stream_literals_and_other_values_read_as_truthy_does() {
+        for (raw, stream) in [
+            ("true", true),
+            ("false", false),
+            ("null", false),
+            ("1", true),
+            ("0", false),
+            ("\"\"", false),
+            ("\"x\"", true),
+            ("[]", true),
+        ] {
+            let body = format!(r#"{{"model":"coder-model","stream":{raw},"messages":[]}}"#);
+            assert_eq!(Body::parse(&body).unwrap().stream, stream, "{raw}");
+        }
+        let body = r#"{"model":"Qwen\u0033-Coder","messages":[]}"#;
+        assert_eq!(Body::parse(body).unwrap().model, "qwen3-coder", "escaped model");
+        assert_eq!(Body::parse(r#"{"model":7,"messages":[]}"#).unwrap().model, "", "not a string");
+    }
 
     /// Where the time goes (release): `cargo test --release --lib body::fast::tests::stages -- --ignored --nocapture`.
     #[test]

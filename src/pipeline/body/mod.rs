@@ -86,7 +86,12 @@ impl Conversation {
                 self.prompts - 1
             }
         };
-        format!("{}{PROMPT_ID_DELIMITER}{n}", self.session_id)
+        // Pushed, not `format!`ted: the formatting machinery is cold code between requests.
+        let mut id = String::with_capacity(self.session_id.len() + PROMPT_ID_DELIMITER.len() + 20);
+        id.push_str(&self.session_id);
+        id.push_str(PROMPT_ID_DELIMITER);
+        push_decimal(&mut id, n);
+        id
     }
 }
 
@@ -109,11 +114,31 @@ impl Registry {
                 self.by_session.remove(&oldest);
             }
         }
-        let (conv, used) = self.by_session.entry(key.to_string()).or_insert_with(|| (Conversation::new(), tick));
+        // No key copy for a session already known (nearly every request).
+        let (conv, used) = match self.by_session.get_mut(key) {
+            Some(known) => known,
+            None => self.by_session.entry(key.to_string()).or_insert_with(|| (Conversation::new(), tick)),
+        };
         *used = tick;
         let prompt_id = conv.prompt_id(kind);
         (conv.session_id.clone(), prompt_id)
     }
+}
+
+/// `n` in decimal onto `out`.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Per client: the conversation of requests that name no OpenCode session.
@@ -520,6 +545,15 @@ mod tests {
             && s.chars().enumerate().all(|(i, c)| [8, 13, 18, 23].contains(&i) || matches!(c, '0'..='9' | 'a'..='f'))
             && b[14] == b'4'
             && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+    }
+
+    #[test]
+    fn push_decimal_writes_what_display_writes() {
+        for n in [0, 7, 10, 99, 1000, 123_456_789, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 
     #[test]
