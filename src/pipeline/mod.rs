@@ -330,6 +330,12 @@ async fn read_prefix(
 /// `fetch` upper-cases the standard methods and leaves others as given.
 pub(crate) fn parse_method(method: &str) -> Result<reqwest::Method> {
     const STANDARD: &[&str] = &["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
+    // The usual ones as constants: no copy, no parse.
+    match method {
+        "POST" => return Ok(reqwest::Method::POST),
+        "GET" | "" => return Ok(reqwest::Method::GET),
+        _ => {}
+    }
     let m = if method.is_empty() {
         "GET".to_string()
     } else if STANDARD.iter().any(|s| s.eq_ignore_ascii_case(method)) {
