@@ -587,7 +587,7 @@ impl QwenClient {
         let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let mut out = String::with_capacity(512 + ex.body.as_ref().map_or(0, |b| b.len()));
-        out.push_str(&id.to_string());
+        pipeline::push_decimal(&mut out, u64::from(id));
         out.push('\0');
         let mut refused = None;
         ex.ready_each(|k, v| push_header(&mut out, k, v, &mut refused));

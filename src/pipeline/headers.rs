@@ -48,13 +48,14 @@ pub fn user_agent(cli_version: &str) -> String {
 }
 
 /// `user_agent`, formatted once per version (one per process in practice) instead of on every request.
-fn cached_user_agent(cli_version: &str) -> String {
-    static LAST: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+/// Shared, not copied: one request takes it twice.
+fn cached_user_agent(cli_version: &str) -> std::sync::Arc<str> {
+    static LAST: std::sync::Mutex<Option<(String, std::sync::Arc<str>)>> = std::sync::Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
     match last.as_ref() {
         Some((version, ua)) if version == cli_version => ua.clone(),
         _ => {
-            let ua = user_agent(cli_version);
+            let ua: std::sync::Arc<str> = user_agent(cli_version).into();
             *last = Some((cli_version.to_string(), ua.clone()));
             ua
         }

@@ -294,8 +294,15 @@ fn mark_message(message: &str) -> Option<Option<String>> {
         return Some(None);
     };
     let content = &message[*a..*b];
-    let new_content = if content.starts_with('"') {
-        format!(r#"[{{"type":"text","text":{content},"cache_control":{EPHEMERAL}}}]"#)
+    // Pushed piece by piece, not `format!`ted: the formatting machinery is cold code between requests.
+    let mut out = String::with_capacity(message.len() + 96);
+    out.push_str(&message[..*a]);
+    if content.starts_with('"') {
+        out.push_str(r#"[{"type":"text","text":"#);
+        out.push_str(content);
+        out.push_str(r#","cache_control":"#);
+        out.push_str(EPHEMERAL);
+        out.push_str("}]");
     } else if content.starts_with('[') {
         let parts = Scanner::new(content).array()?;
         let Some(&(pa, pb)) = parts.last() else {
@@ -305,11 +312,14 @@ fn mark_message(message: &str) -> Option<Option<String>> {
         if !part.starts_with('{') {
             return Some(None);
         }
-        format!("{}{}{}", &content[..pa], with_cache_control(part)?, &content[pb..])
+        out.push_str(&content[..pa]);
+        out.push_str(&with_cache_control(part)?);
+        out.push_str(&content[pb..]);
     } else {
         return Some(None);
-    };
-    Some(Some(format!("{}{}{}", &message[..*a], new_content, &message[*b..])))
+    }
+    out.push_str(&message[*b..]);
+    Some(Some(out))
 }
 
 /// Whether a message's raw JSON could hold OpenCode's title prompt: the prompt has no character JSON must

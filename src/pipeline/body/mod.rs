@@ -90,7 +90,7 @@ impl Conversation {
         let mut id = String::with_capacity(self.session_id.len() + PROMPT_ID_DELIMITER.len() + 20);
         id.push_str(&self.session_id);
         id.push_str(PROMPT_ID_DELIMITER);
-        push_decimal(&mut id, n);
+        crate::pipeline::push_decimal(&mut id, n);
         id
     }
 }
@@ -123,22 +123,6 @@ impl Registry {
         let prompt_id = conv.prompt_id(kind);
         (conv.session_id.clone(), prompt_id)
     }
-}
-
-/// `n` in decimal onto `out`.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits only.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Per client: the conversation of requests that name no OpenCode session.
@@ -545,15 +529,6 @@ mod tests {
             && s.chars().enumerate().all(|(i, c)| [8, 13, 18, 23].contains(&i) || matches!(c, '0'..='9' | 'a'..='f'))
             && b[14] == b'4'
             && matches!(b[19], b'8' | b'9' | b'a' | b'b')
-    }
-
-    #[test]
-    fn push_decimal_writes_what_display_writes() {
-        for n in [0, 7, 10, 99, 1000, 123_456_789, u64::MAX] {
-            let mut out = String::from("x");
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}"));
-        }
     }
 
     #[test]
