@@ -329,7 +329,26 @@ fn may_hold_title_prompt(message: &&str) -> bool {
 }
 
 /// A message's `role`, read without building the message (`None` when absent or not a string).
+///
+/// The role nearly always comes first: it is looked for in the message's first bytes, so that a system
+/// prompt of tens of KB is not classified whole (twice per request) to read one short value. Only a role
+/// found there is taken; anything else (cut mid-value, no role yet) reads the whole message.
 fn role<'a>(message: &&'a str) -> Option<Cow<'a, str>> {
+    const PREFIX: usize = 256;
+    if message.len() > PREFIX {
+        let mut cut = PREFIX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(found) = role_in(&message[..cut]) {
+            return Some(found);
+        }
+    }
+    role_in(message)
+}
+
+/// The first `role` key's string value in an object's text, as far as the text is well-formed.
+fn role_in(message: &str) -> Option<Cow<'_, str>> {
     let mut scan = Scanner::new(message);
     let mut first = true;
     while let Some((from, to)) = scan.next_key(std::mem::take(&mut first))? {
@@ -368,6 +387,24 @@ fn key_text(token: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_read_from_the_first_bytes_is_the_role_of_the_whole_message() {
+        let long = "x".repeat(600);
+        let cases = [
+            (format!(r#"{{"role":"system","content":"{long}"}}"#), Some("system")),
+            (format!(r#"{{"content":"{long}","role":"user"}}"#), Some("user")),
+            (format!(r#"{{"content":"{}","role":"tool"}}"#, "é".repeat(200)), Some("tool")),
+            (format!(r#"{{"role":7,"content":"{long}"}}"#), None),
+            (format!(r#"{{"content":"{long}"}}"#), None),
+            (format!(r#"{{"name":"{}\"","role":"assistant","content":"{long}"}}"#, "a".repeat(240)), Some("assistant")),
+            (format!(r#"{{"role":"us\u0065r","content":"{long}"}}"#), Some("user")),
+        ];
+        for (message, want) in &cases {
+            assert_eq!(role(&message.as_str()).as_deref(), *want, "{}", &message[..40]);
+            assert_eq!(role_in(message).as_deref(), *want, "whole: {}", &message[..40]);
+        }
+    }
 
     #[test]
     fn json_string_writes_what_serde_json_writes() {
