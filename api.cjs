@@ -328,20 +328,20 @@ function createClient(options, { apiKey, transport } = {}) {
   const native = call(() => new binding.QwenClient(normalizeOptions(options), apiKey ?? undefined))
   const viaRuntime = pickTransport(transport) === 'runtime'
   const runtimeFetch = globalThis.fetch
-  // The runtime transport's last headers, as given and as an object: the next request usually sends the very
-  // same ones (same token, same caller headers), and building the object again costs ~4 µs under Bun. The
-  // runtime's fetch only reads it.
+  // The runtime transport's last headers, as given and as a `Headers`: the next request usually sends the very
+  // same ones (same token, same caller headers), and building them again costs ~4 µs under Bun. Never handed to
+  // the caller; the runtime's fetch only reads them.
   let lastJoined = null
   let lastHeaders = null
-  /** name\nvalue\nname\nvalue (src/lib.rs `joined`), each name once: a plain object, which the runtime's
-   * fetch takes faster than a list of pairs. */
-  function headerObject(joined) {
+  /** name\nvalue\nname\nvalue (src/lib.rs `joined`), each name once, as a `Headers`: Bun's fetch takes one
+   * 4–5 µs faster than a plain object of the same headers, and the object faster than a list of pairs. */
+  function runtimeHeaders(joined) {
     if (joined === lastJoined) return lastHeaders
     const parts = joined.split('\n')
-    const headers = Object.create(null) // a header may be called __proto__
-    for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
+    const headers = new Headers()
+    for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1])
     lastJoined = joined
-    lastHeaders = Object.freeze(headers)
+    lastHeaders = headers
     return lastHeaders
   }
   // Exchanges delivered without asking (status below DELIVERED_BELOW), still to be forgotten natively: the
@@ -404,7 +404,7 @@ function createClient(options, { apiKey, transport } = {}) {
             signal?.removeEventListener('abort', onAbort)
           }
         }
-        const headers = headerObject(outgoing)
+        const headers = runtimeHeaders(outgoing)
         outgoing = null
         let res
         try {

@@ -188,6 +188,8 @@ test('status: API base, expiry (relative and absolute), file and mode, OpenCode 
     const res = await client.fetch(`${mock.url}${CHAT}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
     await res.arrayBuffer()
   }
+  // Counted in memory; the state file gets them within a quarter second. Now, for the status child.
+  api.flushQuota()
 
   const r = await run(['status', ...common], env)
   assert.equal(r.code, 0, r.stderr)

@@ -2,13 +2,13 @@
 // bearer token) and the CLI-aligned body, taken from the native side's `exchange` (which is then forgotten).
 // Shared by bench/client.mjs (the "same bytes" reference) and bench/profile.mjs.
 
-/** `{ headers, body }` for `fetch`: headers a plain object, as the runtime transport passes them. */
+/** `{ headers, body }` for `fetch`: headers a `Headers`, as the runtime transport passes them. */
 export function wireBytes(native, url, method, body) {
   // `id NUL headers NUL body` (src/lib.rs `exchange`); headers name\nvalue\nname\nvalue; an empty body: the caller's.
   const [id, joined, aligned] = native.exchange(url, method, ['content-type', 'application/json'], body).split('\0')
   native.finish(Number(id))
   const parts = joined.split('\n')
-  const headers = Object.create(null)
-  for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1]
+  const headers = new Headers()
+  for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1])
   return { headers, body: aligned || body }
 }
