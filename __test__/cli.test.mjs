@@ -188,7 +188,7 @@ test('status: API base, expiry (relative and absolute), file and mode, OpenCode 
     const res = await client.fetch(`${mock.url}${CHAT}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
     await res.arrayBuffer()
   }
-  // Counted in memory; the state file gets them within a quarter second. Now, for the status child.
+  // Counted in memory, written by a background writer moments later: now, before the status child reads.
   api.flushQuota()
 
   const r = await run(['status', ...common], env)

@@ -310,11 +310,11 @@ pub fn count_request(path: &Path) {
     }
 }
 
-/// How long the writer gathers counts before each write; other processes see them this much later. At 20 ms
-/// the writes of a busy client took ~3 µs of CPU per request on another thread (measured under Bun with
-/// `/proc/self/task/*/schedstat`), competing with the requests on a 2-core machine; a quota view a quarter
-/// second late costs nobody anything.
-const LINGER: Duration = Duration::from_millis(250);
+/// How long the writer gathers counts before each write; other processes see them this much later. (Tried at
+/// 250 ms: a tight request loop under Bun spent ~3 µs less CPU per request on this thread, but a process's view
+/// of the others' counts lagged by as much, and requests seconds apart, as OpenCode sends them, cost one write
+/// each either way.)
+const LINGER: Duration = Duration::from_millis(20);
 
 fn spawn_writer(path: PathBuf) {
     static AT_EXIT: Once = Once::new();
