@@ -578,7 +578,7 @@ impl QwenClient {
         }
         // The headers come back joined by line breaks: a name or value holding one (fetch refuses those too)
         // would split wrongly.
-        if let Some(bad) = headers.iter().position(|h| h.contains(['\n', '\r', '\0'])) {
+        if let Some(bad) = headers.iter().position(|h| pipeline::headers::breaks_line(h)) {
             let what = if bad % 2 == 0 { "header name" } else { "header value" };
             return Err(error::Error::invalid_arg(what, "it contains a line break or NUL; remove it").into());
         }
@@ -825,7 +825,7 @@ fn joined(pairs: Vec<(String, String)>) -> Result<String> {
 /// One header onto a `joined` string that ends with its last header or with a NUL (nothing after it yet).
 fn push_header(out: &mut String, k: &str, v: &str, refused: &mut Option<Error>) {
     // Only a token read from the credentials file could still hold one here.
-    if v.contains(['\n', '\r', '\0']) {
+    if pipeline::headers::breaks_line(v) {
         let detail = format!("the value of {k} holds a line break or NUL; log in again if it is the token");
         refused.get_or_insert_with(|| error::Error::invalid_arg("outgoing header", detail).into());
         return;

@@ -42,6 +42,13 @@ impl AuthKind {
     }
 }
 
+/// A line break or NUL: what no header name or value may hold, and what would split a joined header list.
+/// A byte loop (every one of them is ASCII): `str::contains` with a char set decodes characters, and ran over
+/// every header of every request.
+pub fn breaks_line(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b'\n' | b'\r' | 0))
+}
+
 /// `QwenCode/<version> (<platform>; <arch>)` with Node's names for the real OS and CPU.
 pub fn user_agent(cli_version: &str) -> String {
     format!("QwenCode/{} ({}; {})", cli_version, node_platform(), node_arch())
@@ -132,6 +139,16 @@ mod tests {
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn breaks_line_finds_each_of_lf_cr_nul_anywhere() {
+        for bad in ["a\nb", "\r", "x\0", "é\n", "Bearer tok\r\n"] {
+            assert!(breaks_line(bad), "{bad:?}");
+        }
+        for good in ["", "application/json", "Bearer abc.def", "é中😀", "\t tab"] {
+            assert!(!breaks_line(good), "{good:?}");
+        }
     }
 
     #[test]
