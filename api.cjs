@@ -297,7 +297,8 @@ function quickFetchArgs(input, init) {
   }
   const signal = init.signal
   if (signal?.aborted) throw abortError(signal)
-  const method = init.method == null ? 'GET' : String(init.method).toUpperCase()
+  const givenMethod = init.method
+  const method = givenMethod == null ? 'GET' : givenMethod === 'POST' ? 'POST' : String(givenMethod).toUpperCase()
   return { url, method, flat, signal, bytes: body ?? undefined }
 }
 
@@ -377,10 +378,10 @@ function createClient(options, { apiKey, transport } = {}) {
     const done = takeDelivered()
     let begun
     try {
-      begun = call(() => native.exchange(url, method, flat, bytes, done))
+      begun = native.exchange(url, method, flat, bytes, done)
     } catch (err) {
       if (done) for (const old of done) native.finish(old)
-      throw err
+      throw liftError(err)
     }
     const idEnd = begun.indexOf('\0')
     const headersEnd = begun.indexOf('\0', idEnd + 1)
