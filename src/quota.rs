@@ -259,22 +259,24 @@ impl Local {
 struct Files(Vec<(PathBuf, Local)>);
 
 impl Files {
+    fn position(&self, path: &Path) -> Option<usize> {
+        self.0.iter().position(|(p, _)| p.as_os_str() == path.as_os_str())
+    }
+
     fn get(&self, path: &Path) -> Option<&Local> {
-        self.0.iter().find(|(p, _)| p.as_os_str() == path.as_os_str()).map(|(_, l)| l)
+        self.position(path).map(|at| &self.0[at].1)
     }
 
     fn get_mut(&mut self, path: &Path) -> Option<&mut Local> {
-        self.0.iter_mut().find(|(p, _)| p.as_os_str() == path.as_os_str()).map(|(_, l)| l)
+        let at = self.position(path)?;
+        Some(&mut self.0[at].1)
     }
 
     fn entry(&mut self, path: &Path) -> &mut Local {
-        let at = match self.0.iter().position(|(p, _)| p.as_os_str() == path.as_os_str()) {
-            Some(at) => at,
-            None => {
-                self.0.push((path.to_path_buf(), Local::default()));
-                self.0.len() - 1
-            }
-        };
+        let at = self.position(path).unwrap_or_else(|| {
+            self.0.push((path.to_path_buf(), Local::default()));
+            self.0.len() - 1
+        });
         &mut self.0[at].1
     }
 }
