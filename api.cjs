@@ -4,6 +4,7 @@
 // onto a native request whose body comes back as a web ReadableStream.
 
 const binding = loadBinding()
+const { exchange } = binding
 // With pacing off, requests are counted in memory and written to the state file in the background; write
 // the rest when the process ends (natural end or process.exit(), Node and Bun alike).
 process.once('exit', () => binding.flushQuota?.())
@@ -327,6 +328,8 @@ async function parseFetchArgs(input, init) {
  */
 function createClient(options, { apiKey, transport } = {}) {
   const native = call(() => new binding.QwenClient(normalizeOptions(options), apiKey ?? undefined))
+  // For the module's `exchange` (src/lib.rs `exchange_binding`): a plain function over this handle.
+  const handle = native.handle
   const viaRuntime = pickTransport(transport) === 'runtime'
   const runtimeFetch = globalThis.fetch
   // The runtime transport's last headers, as given and as a `Headers`: the next request usually sends the very
@@ -378,7 +381,7 @@ function createClient(options, { apiKey, transport } = {}) {
     const done = takeDelivered()
     let begun
     try {
-      begun = native.exchange(url, method, flat, bytes, done)
+      begun = exchange(handle, url, method, flat, bytes, done)
     } catch (err) {
       if (done) for (const old of done) native.finish(old)
       throw liftError(err)

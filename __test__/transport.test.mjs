@@ -8,9 +8,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import api from '../api.cjs'
+import { createRequire } from 'node:module'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { cleanupsAfterEach, throws, removeTempDir } from './support/helpers.mjs'
 
+const require = createRequire(import.meta.url)
 const CHAT = '/v1/chat/completions'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
 const cleanups = cleanupsAfterEach()
@@ -166,6 +168,31 @@ test('runtime transport: a header holding a line break is refused before anythin
   }
   assert.equal(rec.calls.length, 0)
   assert.equal(mock.requestsTo(CHAT).length, 0)
+})
+
+test('the module function `exchange` serves each client by its handle and refuses what it cannot take', async () => {
+  const { opts, url } = await setup()
+  const binding = require('../binding.cjs')
+  const a = new binding.QwenClient(opts)
+  const b = new binding.QwenClient(opts)
+  assert.notEqual(a.handle, b.handle)
+  const flat = ['content-type', 'application/json']
+  const body = JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: 'hi' }] })
+  for (const client of [a, b]) {
+    // `id NUL headers NUL body`: ids are the client's own, so both start at 1.
+    const [id, headers, aligned] = binding.exchange(client.handle, url, 'POST', flat, body).split('\0')
+    assert.equal(id, '1')
+    // Checked without printing them: they hold the token.
+    assert.ok(/^Authorization\nBearer \S/m.test(headers), 'the token goes in the headers')
+    assert.equal(JSON.parse(aligned).messages[0].content, 'hi')
+    client.finish(Number(id))
+  }
+  // Bytes go in as well as text.
+  const [, , fromBytes] = binding.exchange(a.handle, url, 'POST', flat, new TextEncoder().encode(body)).split('\0')
+  assert.equal(JSON.parse(fromBytes).messages[0].content, 'hi')
+  assert.throws(() => binding.exchange(4096, url, 'POST', flat, body), /no client 4096/)
+  assert.throws(() => binding.exchange(a.handle, 42, 'POST', flat, body), /string/i)
+  assert.throws(() => binding.exchange(a.handle, url, 'POST', flat, 42), /typed ?array|Uint8Array|expect/i)
 })
 
 test('runtime transport: a 429 is retried after its Retry-After (read only for such answers)', async () => {

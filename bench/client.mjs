@@ -62,13 +62,13 @@ async function moduleFetch(file) {
  * The difference between it and ours is the plugin's own cost; between it and the baseline, the protocol's.
  */
 function wireFetch() {
-  const { QwenClient } = require(cfg.apiPath.replace(/api\.cjs$/, 'binding.cjs'))
-  const native = new QwenClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING, ...cfg.options })
+  const binding = require(cfg.apiPath.replace(/api\.cjs$/, 'binding.cjs'))
+  const native = new binding.QwenClient({ qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING, ...cfg.options })
   const wire = new Map()
   const bytesFor = (url, method, body) => {
     let w = wire.get(body)
     if (!w) {
-      w = wireBytes(native, url, method, body)
+      w = wireBytes(binding, native, url, method, body)
       wire.set(body, w)
     }
     return w

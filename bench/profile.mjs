@@ -38,13 +38,13 @@ const native = new binding.QwenClient(opts)
 const flat = ['content-type', 'application/json']
 
 // What our runtime transport hands the runtime's fetch: the CLI's headers and the aligned body, same bytes.
-const wire = wireBytes(native, url, 'POST', body)
+const wire = wireBytes(binding, native, url, 'POST', body)
 
 const stages = {
   'runtime fetch + json() (baseline)': async () => (await fetch(url, init())).json(),
   'runtime fetch of our wire bytes + json()': async () =>
     (await fetch(url, { method: 'POST', headers: wire.headers, body: wire.body, redirect: 'manual', signal: new AbortController().signal })).json(),
-  'exchange + finish alone (sync, no I/O)': async () => native.finish(Number(native.exchange(url, 'POST', flat, body).split('\0', 1)[0])),
+  'exchange + finish alone (sync, no I/O)': async () => native.finish(Number(binding.exchange(native.handle, url, 'POST', flat, body).split('\0', 1)[0])),
   'api fetch + json(), runtime transport': async () => (await viaRuntime.fetch(url, init())).json(),
   'api fetch + json(), native transport': async () => (await viaNative.fetch(url, init())).json(),
 }

@@ -3,9 +3,9 @@
 // Shared by bench/client.mjs (the "same bytes" reference) and bench/profile.mjs.
 
 /** `{ headers, body }` for `fetch`: headers a `Headers`, as the runtime transport passes them. */
-export function wireBytes(native, url, method, body) {
-  // `id NUL headers NUL body` (src/lib.rs `exchange`); headers name\nvalue\nname\nvalue; an empty body: the caller's.
-  const [id, joined, aligned] = native.exchange(url, method, ['content-type', 'application/json'], body).split('\0')
+export function wireBytes(binding, native, url, method, body) {
+  // `id NUL headers NUL body` (src/lib.rs `exchange_binding`); headers name\nvalue\nname\nvalue; an empty body: the caller's.
+  const [id, joined, aligned] = binding.exchange(native.handle, url, method, ['content-type', 'application/json'], body).split('\0')
   native.finish(Number(id))
   const parts = joined.split('\n')
   const headers = new Headers()

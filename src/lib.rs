@@ -418,6 +418,16 @@ impl Link {
         self.exchanges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forget exchange `id` (`QwenClient.finish`).
+    fn finish(&self, id: u32) {
+        let Some(x) = self.exchanges().remove(&id) else { return };
+        // Only a `prepareHeaders` still running holds the exchange too (it took it from the map, under the
+        // same lock): then it has a wait to end. Cancelling nobody's token cost ~0.5 µs per request.
+        if Arc::strong_count(&x) > 1 {
+            x.cancel.cancel();
+        }
+    }
+
     /// One more event awaited: keep the process alive until it comes.
     fn expect(&self, env: napi::sys::napi_env) {
         if self.waiting.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -472,6 +482,8 @@ pub struct QwenClient {
     pipeline: Arc<Pipeline>,
     tokens: Option<Arc<TokenManager>>,
     link: Arc<Link>,
+    /// In this thread's `EXCHANGERS`: what the module's `exchange` function takes.
+    handle: u32,
 }
 
 #[napi]
@@ -497,7 +509,9 @@ impl QwenClient {
             next_id: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
         });
-        Ok(QwenClient { pipeline: Arc::new(Pipeline::new(s, auth)), tokens, link })
+        let pipeline = Arc::new(Pipeline::new(s, auth));
+        let handle = register_exchanger(Exchanger { pipeline: pipeline.clone(), link: link.clone() });
+        Ok(QwenClient { pipeline, tokens, link, handle })
     }
 
     /// The callback for every event of every request of this client; set once. Events:
@@ -536,7 +550,7 @@ impl QwenClient {
         body: Option<Either<String, &[u8]>>,
     ) -> Result<u32> {
         let events = self.link.events.get().ok_or_else(no_channel)?.clone();
-        let req = request(url, method, headers, body);
+        let req = request(url, method, headers, body.map(body_bytes));
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let slot = bridge::Slot::new();
         self.link.slots().insert(id, Entry { slot: slot.clone(), waiting: true });
@@ -549,63 +563,6 @@ impl QwenClient {
             .await
         });
         Ok(id)
-    }
-
-    /// Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
-    /// no network (untrusted host, a key that cannot fit, a bad method). Answers one string,
-    /// `id NUL headers NUL body`: the exchange's id; the first attempt's headers (`joined`) when nothing needs
-    /// waiting for, else empty (then `readyHeaders` / `prepareHeaders`); the body every attempt sends when it
-    /// is not the caller's (aligned with the CLI, or a model id mapped for the key's plan), else empty. Then,
-    /// per attempt, `judgeStatus` / `judge` (`judgePrefix` for 405/429) or `networkError` for what came back:
-    /// -1 deliver (the exchange is then over), -2 read the body's first 64 KiB and ask `judgePrefix`,
-    /// n >= 0 drop it and retry after n ms; a failure throws (`[E_CODE] message`). An answer with a status
-    /// below `DELIVERED_BELOW` needs no question: its exchange is then handed back in `delivered` of a later
-    /// call (or to `finish`) to be forgotten. `finish` forgets one early (abort, a throw in between).
-    /// Plain ids and strings, and no crossing per answer: under Bun a native object with a finalizer per
-    /// request cost ~40 µs, more than the whole decision; a plain object answer ~3 µs more than one string,
-    /// and each crossing ~3 µs.
-    #[napi]
-    pub fn exchange(
-        &self,
-        url: String,
-        method: String,
-        headers: Vec<String>,
-        body: Option<Either<String, &[u8]>>,
-        delivered: Option<Vec<u32>>,
-    ) -> Result<String> {
-        for id in delivered.unwrap_or_default() {
-            self.finish(id);
-        }
-        // The headers come back joined by line breaks: a name or value holding one (fetch refuses those too)
-        // would split wrongly.
-        if let Some(bad) = headers.iter().position(|h| pipeline::headers::breaks_line(h)) {
-            let what = if bad % 2 == 0 { "header name" } else { "header value" };
-            return Err(error::Error::invalid_arg(what, "it contains a line break or NUL; remove it").into());
-        }
-        let req = request(url, method, headers, body);
-        let original = req.body.clone();
-        let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
-        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let mut out = String::with_capacity(512 + ex.body.as_ref().map_or(0, |b| b.len()));
-        pipeline::push_decimal(&mut out, u64::from(id));
-        out.push('\0');
-        let mut refused = None;
-        ex.ready_each(|k, v| push_header(&mut out, k, v, &mut refused));
-        if let Some(err) = refused {
-            return Err(err);
-        }
-        out.push('\0');
-        let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
-        // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
-        if let Some(b) = rewritten {
-            match std::str::from_utf8(b) {
-                Ok(text) => out.push_str(text),
-                Err(_) => out.push_str(&String::from_utf8_lossy(b)),
-            }
-        }
-        let x = Arc::new(Exchanging { ex: tokio::sync::Mutex::new(ex), cancel: Default::default() });
-        self.link.exchanges().insert(id, x);
-        Ok(out)
     }
 
     /// The next attempt's headers (`joined`) when nothing needs waiting for; null: call `prepareHeaders`.
@@ -676,12 +633,7 @@ impl QwenClient {
     /// way still finishes, for whoever else needs it).
     #[napi]
     pub fn finish(&self, id: u32) {
-        let Some(x) = self.link.exchanges().remove(&id) else { return };
-        // Only a `prepareHeaders` still running holds the exchange too (it took it from the map, under the
-        // same lock): then it has a wait to end. Cancelling nobody's token cost ~0.5 µs per request.
-        if Arc::strong_count(&x) > 1 {
-            x.cancel.cancel();
-        }
+        self.link.finish(id);
     }
 
     /// Ask for the next body bytes of request `id`: one event answers. False when the request is over.
@@ -709,6 +661,12 @@ impl QwenClient {
         }
     }
 
+    /// This client for the module's `exchange` function.
+    #[napi(getter)]
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
     /// Changes whenever the OAuth credentials in use change (refresh, reload, login); 0 for API keys.
     #[napi]
     pub fn credentials_generation(&self) -> u32 {
@@ -731,26 +689,183 @@ impl QwenClient {
     }
 }
 
+/// What `exchange` needs of a client, registered per JS thread under `QwenClient.handle`.
+struct Exchanger {
+    pipeline: Arc<Pipeline>,
+    link: Arc<Link>,
+}
+
+thread_local! {
+    /// This JS thread's clients by handle (the slot's index); a finalized client's slot is free again.
+    static EXCHANGERS: std::cell::RefCell<Vec<Option<Exchanger>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn register_exchanger(e: Exchanger) -> u32 {
+    EXCHANGERS.with_borrow_mut(|all| match all.iter().position(Option::is_none) {
+        Some(free) => {
+            all[free] = Some(e);
+            free as u32
+        }
+        None => {
+            all.push(Some(e));
+            (all.len() - 1) as u32
+        }
+    })
+}
+
+impl Drop for QwenClient {
+    fn drop(&mut self) {
+        // Finalizers run on the client's JS thread; at thread exit the registry may be gone already.
+        let _ = EXCHANGERS.try_with(|all| {
+            if let Some(slot) = all.try_borrow_mut().ok().as_deref_mut().and_then(|a| a.get_mut(self.handle as usize)) {
+                *slot = None;
+            }
+        });
+    }
+}
+
+impl Exchanger {
+    /// Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
+    /// no network (untrusted host, a key that cannot fit, a bad method). Answers one string,
+    /// `id NUL headers NUL body`: the exchange's id; the first attempt's headers (`joined`) when nothing needs
+    /// waiting for, else empty (then `readyHeaders` / `prepareHeaders`); the body every attempt sends when it
+    /// is not the caller's (aligned with the CLI, or a model id mapped for the key's plan), else empty. Then,
+    /// per attempt, `judgeStatus` / `judge` (`judgePrefix` for 405/429) or `networkError` for what came back:
+    /// -1 deliver (the exchange is then over), -2 read the body's first 64 KiB and ask `judgePrefix`,
+    /// n >= 0 drop it and retry after n ms; a failure throws (`[E_CODE] message`). An answer with a status
+    /// below `DELIVERED_BELOW` needs no question: its exchange is then handed back in `delivered` of a later
+    /// call (or to `finish`) to be forgotten. `finish` forgets one early (abort, a throw in between).
+    /// Plain ids and strings, and no crossing per answer: under Bun a native object with a finalizer per
+    /// request cost ~40 µs, more than the whole decision; a plain object answer ~3 µs more than one string,
+    /// and each crossing ~3 µs.
+    fn exchange(
+        &self,
+        url: String,
+        method: String,
+        headers: Vec<String>,
+        body: Option<bytes::Bytes>,
+        delivered: Option<Vec<u32>>,
+    ) -> Result<String> {
+        for id in delivered.unwrap_or_default() {
+            self.link.finish(id);
+        }
+        // The headers come back joined by line breaks: a name or value holding one (fetch refuses those too)
+        // would split wrongly.
+        if let Some(bad) = headers.iter().position(|h| pipeline::headers::breaks_line(h)) {
+            let what = if bad % 2 == 0 { "header name" } else { "header value" };
+            return Err(error::Error::invalid_arg(what, "it contains a line break or NUL; remove it").into());
+        }
+        let req = request(url, method, headers, body);
+        let original = req.body.clone();
+        let mut ex = pipeline::Exchange::new(&self.pipeline, req)?;
+        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let mut out = String::with_capacity(512 + ex.body.as_ref().map_or(0, |b| b.len()));
+        pipeline::push_decimal(&mut out, u64::from(id));
+        out.push('\0');
+        let mut refused = None;
+        ex.ready_each(|k, v| push_header(&mut out, k, v, &mut refused));
+        if let Some(err) = refused {
+            return Err(err);
+        }
+        out.push('\0');
+        let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
+        // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
+        if let Some(b) = rewritten {
+            match std::str::from_utf8(b) {
+                Ok(text) => out.push_str(text),
+                Err(_) => out.push_str(&String::from_utf8_lossy(b)),
+            }
+        }
+        let x = Arc::new(Exchanging { ex: tokio::sync::Mutex::new(ex), cancel: Default::default() });
+        self.link.exchanges().insert(id, x);
+        Ok(out)
+    }
+}
+
+/// The module's `exchange(handle, url, method, headers, body?, delivered?)`: [`Exchanger::exchange`] (its doc
+/// says what goes in and comes out) for the client whose `QwenClient.handle` is given. Bound by hand, once per
+/// request under Bun: the glue napi-rs generates for a method (receiver unwrap and type-tag check, borrow
+/// bookkeeping under a process-wide lock, an error built and dropped to read an `Either`) was ~30% of this
+/// call's native time.
+unsafe extern "C" fn exchange_binding(
+    env: napi::sys::napi_env,
+    info: napi::sys::napi_callback_info,
+) -> napi::sys::napi_value {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<String> {
+        let mut argv = [std::ptr::null_mut(); 6];
+        let mut argc = argv.len();
+        // SAFETY: on the JS thread with a live env during this call; napi fills missing arguments with undefined.
+        unsafe {
+            check_status!(napi::sys::napi_get_cb_info(
+                env,
+                info,
+                &mut argc,
+                argv.as_mut_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ))?;
+            let handle = u32::from_napi_value(env, argv[0])?;
+            let url = String::from_napi_value(env, argv[1])?;
+            let method = String::from_napi_value(env, argv[2])?;
+            let headers = Vec::<String>::from_napi_value(env, argv[3])?;
+            let body = match napi::type_of!(env, argv[4])? {
+                ValueType::Undefined | ValueType::Null => None,
+                ValueType::String => Some(bytes::Bytes::from(String::from_napi_value(env, argv[4])?)),
+                _ => Some(bytes::Bytes::copy_from_slice(&Uint8Array::from_napi_value(env, argv[4])?)),
+            };
+            let delivered = Option::<Vec<u32>>::from_napi_value(env, argv[5])?;
+            EXCHANGERS.with_borrow(|all| match all.get(handle as usize) {
+                Some(Some(e)) => e.exchange(url, method, headers, body, delivered),
+                _ => Err(Error::new(Status::InvalidArg, format!("exchange: no client {handle} on this thread"))),
+            })
+        }
+    }));
+    let failure = match outcome {
+        // SAFETY: as above.
+        Ok(Ok(answer)) => match unsafe { String::to_napi_value(env, answer) } {
+            Ok(value) => return value,
+            Err(e) => e,
+        },
+        Ok(Err(e)) => e,
+        Err(_) => Error::new(Status::GenericFailure, "exchange: internal error (a panic); please report it"),
+    };
+    // SAFETY: as above.
+    unsafe { JsError::from(failure).throw_into(env) };
+    std::ptr::null_mut()
+}
+
+/// Adds `exchange` (see [`exchange_binding`]) to the module's exports.
+#[napi(module_exports)]
+pub fn export_exchange(exports: Object<'_>, env: Env) -> Result<()> {
+    let mut f = std::ptr::null_mut();
+    // SAFETY: module initialisation on the JS thread; the name is a static C string.
+    unsafe {
+        check_status!(napi::sys::napi_create_function(
+            env.raw(),
+            c"exchange".as_ptr(),
+            "exchange".len() as isize,
+            Some(exchange_binding),
+            std::ptr::null_mut(),
+            &mut f,
+        ))?;
+        check_status!(napi::sys::napi_set_named_property(env.raw(), exports.raw(), c"exchange".as_ptr(), f))
+    }
+}
+
 /// `fetch(url, init)` as the binding receives it: headers flat (`[k, v, k, v, ...]`).
-fn request(
-    url: String,
-    method: String,
-    headers: Vec<String>,
-    body: Option<Either<String, &[u8]>>,
-) -> pipeline::Request {
+fn request(url: String, method: String, headers: Vec<String>, body: Option<bytes::Bytes>) -> pipeline::Request {
     let mut it = headers.into_iter();
     let mut pairs = Vec::with_capacity(it.len() / 2);
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         pairs.push((k, v));
     }
-    pipeline::Request {
-        url,
-        method,
-        headers: pairs,
-        body: body.map(|b| match b {
-            Either::A(s) => bytes::Bytes::from(s),
-            Either::B(b) => bytes::Bytes::copy_from_slice(b),
-        }),
+    pipeline::Request { url, method, headers: pairs, body }
+}
+
+fn body_bytes(body: Either<String, &[u8]>) -> bytes::Bytes {
+    match body {
+        Either::A(s) => bytes::Bytes::from(s),
+        Either::B(b) => bytes::Bytes::copy_from_slice(b),
     }
 }
 

@@ -237,9 +237,11 @@ pub fn with_state<T>(path: &Path, f: impl FnOnce(&mut State) -> Result<T>) -> Re
     let out = f(&mut state)?;
     state.v = version();
     let json = serde_json::to_string(&state).expect("pacing state serialises");
+    // Over the old text, then cut to length: the state is about the same size each time, and emptying the
+    // file first made the filesystem free and allocate its block on every write (readers lock too).
     file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.set_len(0))
         .and_then(|_| file.write_all(json.as_bytes()))
+        .and_then(|_| file.set_len(json.len() as u64))
         .map_err(|e| Error::io(path, &e))?;
     Ok(out)
 }
