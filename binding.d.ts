@@ -40,22 +40,6 @@ export declare class QwenClient {
    * Exactly one event answers: the head or a failure. `headers` is flat: `[k, v, k, v, ...]`.
    */
   start(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null): number
-  /**
-   * Begin a request whose bytes the caller moves with the runtime's own `fetch`. Throws at once what needs
-   * no network (untrusted host, a key that cannot fit, a bad method). Answers one string,
-   * `id NUL headers NUL body`: the exchange's id; the first attempt's headers (`joined`) when nothing needs
-   * waiting for, else empty (then `readyHeaders` / `prepareHeaders`); the body every attempt sends when it
-   * is not the caller's (aligned with the CLI, or a model id mapped for the key's plan), else empty. Then,
-   * per attempt, `judgeStatus` / `judge` (`judgePrefix` for 405/429) or `networkError` for what came back:
-   * -1 deliver (the exchange is then over), -2 read the body's first 64 KiB and ask `judgePrefix`,
-   * n >= 0 drop it and retry after n ms; a failure throws (`[E_CODE] message`). An answer with a status
-   * below `DELIVERED_BELOW` needs no question: its exchange is then handed back in `delivered` of a later
-   * call (or to `finish`) to be forgotten. `finish` forgets one early (abort, a throw in between).
-   * Plain ids and strings, and no crossing per answer: under Bun a native object with a finalizer per
-   * request cost ~40 µs, more than the whole decision; a plain object answer ~3 µs more than one string,
-   * and each crossing ~3 µs.
-   */
-  exchange(url: string, method: string, headers: Array<string>, body?: string | Uint8Array | undefined | null, delivered?: Array<number> | undefined | null): string
   /** The next attempt's headers (`joined`) when nothing needs waiting for; null: call `prepareHeaders`. */
   readyHeaders(id: number): string | null
   /** The next attempt's headers (`joined`), after a token refresh and this process's pacing turn if needed. */
@@ -84,6 +68,8 @@ export declare class QwenClient {
   pull(id: number): boolean
   /** End request `id` at any stage (waits, send, body) and close its connection; no event follows. */
   abort(id: number): void
+  /** This client for the module's `exchange` function. */
+  get handle(): number
   /** Changes whenever the OAuth credentials in use change (refresh, reload, login); 0 for API keys. */
   credentialsGeneration(): number
   /** The quota view as of this process's latest request (no file access); null before the first one. */

@@ -19,7 +19,18 @@ process.stdin.resume()
 process.stdin.on('end', async () => {
   clearInterval(trim)
   await mock.close()
-  // The profiled process may still be writing its quota state file into the home: retry a racing rmdir.
-  fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 })
+  // The profiled process may still be writing its quota state file into the home (it flushes as it exits): retry
+  // a racing rmdir, and once more after it has surely exited.
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 })
+  try {
+    remove()
+  } catch {
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    try {
+      remove()
+    } catch (err) {
+      process.stderr.write(`mock: could not remove ${dir}: ${err.message}\n`)
+    }
+  }
   process.exit(0)
 })
