@@ -3,9 +3,6 @@ fn main() {
     // `cargo fuzz` (fuzz/) builds with `--cfg fuzzing`.
     println!("cargo::rustc-check-cfg=cfg(fuzzing)");
     hot_path_section();
-    // Release builds of linux-x64-gnu take this profile with RUSTFLAGS (bench/release-build.mjs); the flag
-    // names a path, not its content, so cargo alone would not rebuild when the profile is made anew.
-    println!("cargo::rerun-if-changed=src/hot_path.profdata");
 }
 
 /// On Linux the addon's per-request functions go side by side in one `.text.hot` section (src/hot_path.ld,

@@ -45,14 +45,3 @@ test('on Linux the request path is packed in one .text.hot section of the addon'
     assert.ok(hot < sections.get('.text'), `${addon}: .text.hot is a part, not the whole`)
   }
 })
-
-// The profile the shipped linux-x64-gnu build takes (bench/release-build.mjs, the release workflow): a file the
-// compiler cannot read fails that build, so check here that it is an indexed LLVM profile with counts in it.
-test('src/hot_path.profdata is an indexed LLVM profile, and the release workflow builds linux-x64-gnu with it', () => {
-  const profile = fs.readFileSync(path.join(ROOT, 'src', 'hot_path.profdata'))
-  assert.equal(profile.readBigUInt64LE(0), 0x8169666f72706cffn, 'indexed profile magic (\\xfflprofi\\x81)')
-  assert.ok(profile.length > 64 * 1024, `the profile holds only ${profile.length} bytes`)
-  const workflow = fs.readFileSync(path.join(ROOT, '.github', 'workflows', 'CI.yml'), 'utf8')
-  const linuxGnu = workflow.split('\n').find((l) => /build: .*--target x86_64-unknown-linux-gnu/.test(l))
-  assert.match(linuxGnu ?? '', /RUSTFLAGS="-Cprofile-use=\$PWD\/src\/hot_path\.profdata"/)
-})

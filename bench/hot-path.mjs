@@ -1,49 +1,33 @@
-// Regenerates what the release build learns from requests under Bun (the runtime transport, OpenCode's default)
-// and forced token refreshes:
-// - src/hot_path.profdata: the profile of an instrumented build running the requests (profile-guided
-//   optimisation), which the shipped linux-x64-gnu build takes (bench/release-build.mjs);
-// - src/hot_path.ld: the functions a sampled run of them touched, which build.rs has the linker put side by side
-//   in one `.text.hot` section. Between OpenCode's requests the CPU forgets our code; scattered over 2.6 MB of
-//   text it then costs a page walk per function, packed it costs a few (bench/RESULTS.md: ~30 µs per request
-//   after an idle gap, ~5 µs back to back).
+// Regenerates src/hot_path.ld: the addon's functions that one request under Bun runs (the runtime transport,
+// OpenCode's default) and a forced token refresh, which build.rs has the linker put side by side in one
+// `.text.hot` section. Between OpenCode's requests the CPU forgets our code; scattered over 2.6 MB of text it
+// then costs a page walk per function, packed it costs a few (bench/RESULTS.md: ~30 µs per request after an idle
+// gap, ~5 µs back to back).
 //
-//   node bench/hot-path.mjs        (Linux x64, needs `perf`, `nm`, llvm-profdata (rustup component llvm-tools)
-//                                   and node_modules/.bin/bun; ~6 min)
+//   node bench/hot-path.mjs        (Linux, needs `perf`, `nm` and node_modules/.bin/bun; ~3 min)
 //
-// How: an instrumented release build (`-Cprofile-generate`) runs the requests and `llvm-profdata merge` keeps the
-// counts. Then a release build with that profile that keeps its symbols runs them under
-// `perf record`: every symbol of the addon that got a sample, the request path hottest first, then what a
-// refresh adds. The names' hashes change with any build setting, so the script matches `name17h*` (every build
-// of that function, and every instance of a generic whose name carries no types).
+// How: a release build that keeps its symbols, a request loop under `perf record`, every symbol of the addon
+// that got a sample: the request path hottest first, then what a refresh adds. The names' hashes change with any build setting, so the script matches
+// `name17h*` (every build of that function, and every instance of a generic whose name carries no types).
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { startMockProcess } from './mock-process.mjs'
-import { PROFILED_TARGET, releaseEnv } from './release-build.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(HERE, '..')
 
-const ADDON = 'opencode-qwen-oauth.linux-x64-gnu.node'
-
-/** The profile's workload: requests through the runtime transport (OpenCode's, under Bun). Run under Node: the
- * native side runs the same code under either, and Bun exits without running the profile runtime's exit hook, so
- * no counts would be written. Only these: every function the workload does not reach gets a count of zero and is
- * optimised for size. With the native transport's requests or with refreshes in the profile too, the addon grew
- * over the 4 MiB target (4.29 and 4.19 MB; this one: 3.88 MB, against 4.14 MB without a profile). */
-const WORKLOADS = [['node', 'requests', 'runtime']]
-
-if (process.argv[2] === '--load') await load(process.argv[3], process.argv[4], process.argv[5])
+if (process.argv[2] === '--load') await load(process.argv[3], process.argv[4])
 else generate()
 
-/** A workload, run from `generate`: requests (JSON and SSE) through the given transport, or refreshes. */
-async function load(pkg, what, transport = 'runtime') {
+/** A workload, run under Bun from `generate`: requests (JSON and SSE) through the runtime transport, or refreshes. */
+async function load(pkg, what) {
   const require = createRequire(import.meta.url)
   const api = require(path.join(pkg, 'api.cjs'))
   const { base, opts, stop } = await startMockProcess()
-  const client = api.createClient(opts, { transport })
+  const client = api.createClient(opts, { transport: 'runtime' })
   const init = (stream) => ({
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -67,57 +51,21 @@ function run(cmd, args, opts = {}) {
   return r.stdout
 }
 
-/** A release build for PROFILED_TARGET into `dir`, set up as a package in `dir/pkg`; its path. */
-function buildPackage(dir, env) {
-  run('cargo', ['build', '--release', '--lib', '--target', PROFILED_TARGET, '--target-dir', dir], {
+function generate() {
+  if (process.platform !== 'linux') throw new Error('the hot path section is a Linux (ELF) build feature')
+  const bun = path.join(ROOT, 'node_modules', '.bin', 'bun')
+  const dir = path.join(ROOT, 'target', 'hot-path')
+  process.stderr.write('release build with symbols into target/hot-path ...\n')
+  run('cargo', ['build', '--release', '--lib', '--target-dir', dir], {
     stdio: ['ignore', 'inherit', 'inherit'],
-    env,
+    env: { ...process.env, CARGO_PROFILE_RELEASE_STRIP: 'none' },
   })
   const pkg = path.join(dir, 'pkg')
   fs.mkdirSync(pkg, { recursive: true })
   for (const f of ['api.cjs', 'binding.cjs']) fs.copyFileSync(path.join(ROOT, f), path.join(pkg, f))
-  fs.copyFileSync(path.join(dir, PROFILED_TARGET, 'release', 'libopencode_qwen_oauth.so'), path.join(pkg, ADDON))
-  return pkg
-}
+  const addon = 'opencode-qwen-oauth.linux-x64-gnu.node'
+  fs.copyFileSync(path.join(dir, 'release', 'libopencode_qwen_oauth.so'), path.join(pkg, addon))
 
-/** llvm-profdata of the toolchain's own LLVM (rustup component llvm-tools), else the one on PATH. */
-function llvmProfdata() {
-  const sysroot = run('rustc', ['--print', 'sysroot']).trim()
-  const own = path.join(sysroot, 'lib', 'rustlib', PROFILED_TARGET, 'bin', 'llvm-profdata')
-  return fs.existsSync(own) ? own : 'llvm-profdata'
-}
-
-/** src/hot_path.profdata from an instrumented build running the workloads. */
-function profile(bun) {
-  const dir = path.join(ROOT, 'target', 'pgo-generate')
-  const raw = path.join(dir, 'profraw')
-  fs.rmSync(raw, { recursive: true, force: true })
-  process.stderr.write('instrumented release build into target/pgo-generate ...\n')
-  // Only this target's crates are instrumented (`--target`): build scripts and proc-macros write no counts.
-  const pkg = buildPackage(dir, { ...process.env, RUSTFLAGS: `-Cprofile-generate=${raw}` })
-  for (const [runtime, what, transport] of WORKLOADS) {
-    process.stderr.write(`${what} (${transport} transport) under ${runtime}, instrumented ...\n`)
-    run(runtime === 'bun' ? bun : process.execPath, [fileURLToPath(import.meta.url), '--load', pkg, what, transport], {
-      stdio: ['ignore', 'inherit', 'inherit'],
-    })
-  }
-  const counts = fs.readdirSync(raw).filter((f) => f.endsWith('.profraw'))
-  if (counts.length === 0) throw new Error(`no profile counts in ${raw}: did the workloads run?`)
-  const out = path.join(ROOT, 'src', 'hot_path.profdata')
-  // Not `--sparse`: the zero counts are what marks the rest cold (a sparse profile left it at full optimisation,
-  // and the addon at 4.6 MB).
-  run(llvmProfdata(), ['merge', '-o', out, ...counts.map((f) => path.join(raw, f))])
-  process.stderr.write(`src/hot_path.profdata: ${fs.statSync(out).size} bytes\n`)
-}
-
-function generate() {
-  if (process.platform !== 'linux' || process.arch !== 'x64') throw new Error('the hot path is made for linux-x64-gnu')
-  const bun = path.join(ROOT, 'node_modules', '.bin', 'bun')
-  profile(bun)
-  const dir = path.join(ROOT, 'target', 'hot-path')
-  process.stderr.write('release build with the profile and with symbols into target/hot-path ...\n')
-  const pkg = buildPackage(dir, { ...releaseEnv(ROOT), CARGO_PROFILE_RELEASE_STRIP: 'none' })
-  const addon = ADDON
   // The request path first, then what a refresh adds: each in its own run, so that neither dilutes the other.
   const hot = []
   for (const what of ['requests', 'refresh']) {
@@ -151,13 +99,11 @@ function generate() {
   const script = [
     '/* Generated by `node bench/hot-path.mjs` (do not edit): the functions one request under Bun and a token',
     '   refresh run (the request path first, each hottest first), side by side; build.rs passes this to the',
-    '   linker on Linux. A function renamed since just falls back to its usual place. Each name in the three',
-    '   sections a build may put it in: .text.hot. and .text.unlikely. when built with src/hot_path.profdata. */',
+    '   linker on Linux. A function renamed since just falls back to its usual place. */',
     'SECTIONS',
     '{',
     '  .text.hot : {',
-    // With the profile, LLVM names a function's section by how hot the profile found it.
-    ...patterns.map((p) => `    *(.text.${p} .text.hot.${p} .text.unlikely.${p})`),
+    ...patterns.map((p) => `    *(.text.${p})`),
     '  }',
     '}',
     'INSERT BEFORE .text;',

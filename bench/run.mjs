@@ -22,7 +22,6 @@ import path from 'node:path'
 import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen, CLIENT_ID } from '../__test__/support/mock-qwen.mjs'
-import { releaseEnv } from './release-build.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -79,8 +78,7 @@ function preparePackage() {
     const r = spawnSync(
       npx,
       ['napi', 'build', '--platform', '--release', '--js', 'binding.cjs', '--dts', 'binding.d.ts', '-o', dir],
-      // As shipped: on Linux x64 with the request path's profile (bench/release-build.mjs).
-      { cwd: ROOT, stdio: 'inherit', env: releaseEnv(ROOT) },
+      { cwd: ROOT, stdio: 'inherit' },
     )
     if (r.status !== 0) throw new Error('release build failed')
   }
