@@ -336,9 +336,7 @@ pub(crate) fn parse_method(method: &str) -> Result<reqwest::Method> {
         "GET" | "" => return Ok(reqwest::Method::GET),
         _ => {}
     }
-    let m = if method.is_empty() {
-        "GET".to_string()
-    } else if STANDARD.iter().any(|s| s.eq_ignore_ascii_case(method)) {
+    let m = if STANDARD.iter().any(|s| s.eq_ignore_ascii_case(method)) {
         method.to_ascii_uppercase()
     } else {
         method.to_string()

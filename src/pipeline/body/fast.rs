@@ -336,11 +336,7 @@ fn may_hold_title_prompt(message: &&str) -> bool {
 fn role<'a>(message: &&'a str) -> Option<Cow<'a, str>> {
     const PREFIX: usize = 256;
     if message.len() > PREFIX {
-        let mut cut = PREFIX;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        if let Some(found) = role_in(&message[..cut]) {
+        if let Some(found) = role_in(&message[..message.floor_char_boundary(PREFIX)]) {
             return Some(found);
         }
     }
