@@ -136,21 +136,32 @@ pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Resul
     let began = std::time::Instant::now();
 
     let p = path.clone();
-    let reservation =
-        blocking(cancel, move || with_state(&p, |state| Ok(reserve_in(state, now_ms(), gap, max_gap)))).await?;
+    let undo_path = path.clone();
+    let reservation = blocking(
+        cancel,
+        move || with_state(&p, |state| Ok(reserve_in(state, now_ms(), gap, max_gap))),
+        // Aborted while the slot was being written: give it back once it is, or the next request waits for it.
+        move |reservation| give_back(undo_path, reservation),
+    )
+    .await?;
 
     loop {
         let wait = match reservation.start_ms.checked_sub(now_ms()) {
             Some(ms) if ms > 0 => Duration::from_millis(ms),
             _ => {
                 let p = path.clone();
-                let outcome = blocking(cancel, move || {
-                    with_state(&p, |state| {
-                        let now = now_ms();
-                        state.sanitize(now, max_gap);
-                        Ok(state.confirm(now, gap).map(|()| (now, state.quota.record_request(quota::now_ms()))))
-                    })
-                })
+                let outcome = blocking(
+                    cancel,
+                    move || {
+                        with_state(&p, |state| {
+                            let now = now_ms();
+                            state.sanitize(now, max_gap);
+                            Ok(state.confirm(now, gap).map(|()| (now, state.quota.record_request(quota::now_ms()))))
+                        })
+                    },
+                    // The abort gives the reservation back below.
+                    |_| {},
+                )
                 .await;
                 match outcome {
                     Ok(Ok((started, counts))) => {
@@ -195,15 +206,26 @@ fn give_back(path: PathBuf, reservation: Reservation) {
     });
 }
 
-/// Run blocking file work off the async threads; an abort stops waiting for it at once.
+/// Run blocking file work off the async threads; an abort stops waiting for it at once. The work itself cannot
+/// be stopped: what it still completes after the abort goes to `undo`, in the background.
 async fn blocking<T: Send + 'static>(
     cancel: &CancellationToken,
     f: impl FnOnce() -> Result<T> + Send + 'static,
+    undo: impl FnOnce(T) + Send + 'static,
 ) -> Result<T> {
-    let task = tokio::task::spawn_blocking(f);
+    let mut task = tokio::task::spawn_blocking(f);
     tokio::select! {
-        _ = cancel.cancelled() => Err(Error::Aborted),
-        joined = task => joined.map_err(|e| Error::Io { path: PathBuf::from("pacing"), detail: e.to_string() })?,
+        // Finished work wins over an abort that came with it: the caller then handles both.
+        biased;
+        joined = &mut task => joined.map_err(|e| Error::Io { path: PathBuf::from("pacing"), detail: e.to_string() })?,
+        _ = cancel.cancelled() => {
+            tokio::spawn(async move {
+                if let Ok(Ok(done)) = task.await {
+                    undo(done);
+                }
+            });
+            Err(Error::Aborted)
+        }
     }
 }
 
@@ -306,6 +328,45 @@ mod tests {
         assert_eq!(s.last_start_ms, 1_207);
         // New reservations land after the actual start plus its gap.
         assert_eq!(s.reserve(1_210, 200), 1_407);
+    }
+
+    /// A reservation still being written when the request is aborted must not be left in the file (the next
+    /// request would wait for a slot nobody uses): what the work completes after the abort goes to `undo`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_that_completes_after_an_abort_goes_to_undo() {
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let (undone, seen) = tokio::sync::oneshot::channel();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let out = blocking(
+            &cancel,
+            move || {
+                // Still running when the abort is noticed: it waits for the test's go.
+                gate.recv().ok();
+                Ok(7)
+            },
+            move |done| {
+                undone.send(done).ok();
+            },
+        )
+        .await;
+        assert!(matches!(out, Err(Error::Aborted)), "the abort is answered at once");
+        go.send(()).unwrap();
+        let undone = tokio::time::timeout(Duration::from_secs(10), seen).await.expect("undo runs").unwrap();
+        assert_eq!(undone, 7);
+
+        // Work that completes before anyone aborts is the caller's, and nothing is undone.
+        let (undone, seen) = tokio::sync::oneshot::channel::<u32>();
+        let out = blocking(
+            &CancellationToken::new(),
+            || Ok(8),
+            move |done| {
+                undone.send(done).ok();
+            },
+        )
+        .await;
+        assert_eq!(out.unwrap(), 8);
+        assert!(seen.await.is_err(), "undo is dropped unused");
     }
 
     #[test]
