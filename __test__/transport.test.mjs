@@ -190,8 +190,18 @@ test('the module function `exchange` serves each client by its handle and refuse
   // Bytes go in as well as text.
   const [, , fromBytes] = binding.exchange(a.handle, url, 'POST', flat, new TextEncoder().encode(body)).split('\0')
   assert.equal(JSON.parse(fromBytes).messages[0].content, 'hi')
+  // Text of every length and width comes through whole: names and values are read in one call when they fit a
+  // small buffer, else asked for their length first; a character across that buffer's end must not be cut.
+  for (const [n, pad] of [1, 12, 13, 14, 60].flatMap((n) => [0, 1, 2, 3].map((pad) => [n, pad]))) {
+    const value = `${'a'.repeat(pad)}${'é€😀'.repeat(n)}z`
+    const [id, headers] = binding.exchange(a.handle, `${url}?q=${value}`, 'POST', [...flat, 'x-wide', value], body).split('\0')
+    assert.ok(headers.split('\n').includes(value), `a ${Buffer.byteLength(value)}-byte header value came back whole`)
+    a.finish(Number(id))
+  }
   assert.throws(() => binding.exchange(4096, url, 'POST', flat, body), /no client 4096/)
-  assert.throws(() => binding.exchange(a.handle, 42, 'POST', flat, body), /string/i)
+  assert.throws(() => binding.exchange(a.handle, 42, 'POST', flat, body), /url must be a string/)
+  assert.throws(() => binding.exchange(a.handle, url, 'POST', 'x', body), /headers must be an array/)
+  assert.throws(() => binding.exchange(a.handle, url, 'POST', [1, 2], body), /header name and value must be a string/)
   assert.throws(() => binding.exchange(a.handle, url, 'POST', flat, 42), /typed ?array|Uint8Array|expect/i)
 })
 

@@ -805,12 +805,12 @@ unsafe extern "C" fn exchange_binding(
                 std::ptr::null_mut()
             ))?;
             let handle = u32::from_napi_value(env, argv[0])?;
-            let url = String::from_napi_value(env, argv[1])?;
-            let method = String::from_napi_value(env, argv[2])?;
-            let headers = Vec::<String>::from_napi_value(env, argv[3])?;
+            let url = read_string(env, argv[1], "url", 256)?;
+            let method = read_string(env, argv[2], "method", 16)?;
+            let headers = read_strings(env, argv[3])?;
             let body = match napi::type_of!(env, argv[4])? {
                 ValueType::Undefined | ValueType::Null => None,
-                ValueType::String => Some(bytes::Bytes::from(String::from_napi_value(env, argv[4])?)),
+                ValueType::String => Some(bytes::Bytes::from(read_string(env, argv[4], "body", 0)?)),
                 _ => Some(bytes::Bytes::copy_from_slice(&Uint8Array::from_napi_value(env, argv[4])?)),
             };
             let delivered = Option::<Vec<u32>>::from_napi_value(env, argv[5])?;
@@ -832,6 +832,72 @@ unsafe extern "C" fn exchange_binding(
     // SAFETY: as above.
     unsafe { JsError::from(failure).throw_into(env) };
     std::ptr::null_mut()
+}
+
+/// A JS string as UTF-8. With `guess` > 0, one napi call when it fits that many bytes: napi-rs's conversion
+/// always asks for the length first and then copies, two calls into the runtime per string (seven strings
+/// per request). napi writes whole characters only, so a result 4 bytes short of the buffer was not cut.
+///
+/// # Safety
+/// On the JS thread with a live `env`, during the call that received `value`.
+unsafe fn read_string(
+    env: napi::sys::napi_env,
+    value: napi::sys::napi_value,
+    what: &str,
+    guess: usize,
+) -> Result<String> {
+    let not_a_string = |status| Error::new(Status::from(status), format!("exchange: {what} must be a string"));
+    let mut buf: Vec<u8> = Vec::with_capacity(guess);
+    let mut len = 0usize;
+    if guess > 0 {
+        // SAFETY: the buffer has `guess` bytes of capacity; napi writes at most that many (with a NUL).
+        let status = unsafe {
+            napi::sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), buf.capacity(), &mut len)
+        };
+        if status != napi::sys::Status::napi_ok {
+            return Err(not_a_string(status));
+        }
+        if len + 4 < buf.capacity() {
+            // SAFETY: napi wrote `len` bytes of valid UTF-8.
+            unsafe { buf.set_len(len) };
+            return Ok(unsafe { String::from_utf8_unchecked(buf) });
+        }
+    }
+    // SAFETY: a null buffer asks for the length only.
+    let status = unsafe { napi::sys::napi_get_value_string_utf8(env, value, std::ptr::null_mut(), 0, &mut len) };
+    if status != napi::sys::Status::napi_ok {
+        return Err(not_a_string(status));
+    }
+    buf.reserve_exact(len + 1);
+    // SAFETY: room for `len` bytes and the NUL; napi wrote `len` bytes of valid UTF-8.
+    unsafe {
+        check_status!(napi::sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), len + 1, &mut len))?;
+        buf.set_len(len);
+        Ok(String::from_utf8_unchecked(buf))
+    }
+}
+
+/// A JS array of strings (the flat header list), each read as [`read_string`] does.
+///
+/// # Safety
+/// As [`read_string`].
+unsafe fn read_strings(env: napi::sys::napi_env, value: napi::sys::napi_value) -> Result<Vec<String>> {
+    let mut n = 0u32;
+    // SAFETY: as the function's contract says.
+    let status = unsafe { napi::sys::napi_get_array_length(env, value, &mut n) };
+    if status != napi::sys::Status::napi_ok {
+        return Err(Error::new(Status::from(status), "exchange: headers must be an array of strings"));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut item = std::ptr::null_mut();
+        // SAFETY: as above; `i` is below the array's length.
+        unsafe {
+            check_status!(napi::sys::napi_get_element(env, value, i, &mut item))?;
+            out.push(read_string(env, item, "every header name and value", 128)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Adds `exchange` (see [`exchange_binding`]) to the module's exports.
