@@ -187,6 +187,11 @@ test('the module function `exchange` serves each client by its handle and refuse
     assert.equal(JSON.parse(aligned).messages[0].content, 'hi')
     client.finish(Number(id))
   }
+  // A body the pipeline leaves as it is (not JSON) does not come back: the caller's own is sent.
+  const plain = binding.exchange(a.handle, url, 'POST', ['content-type', 'text/plain'], 'just text').split('\0')
+  assert.equal(plain.length, 3)
+  assert.equal(plain[2], '')
+  a.finish(Number(plain[0]))
   // Bytes go in as well as text.
   const [, , fromBytes] = binding.exchange(a.handle, url, 'POST', flat, new TextEncoder().encode(body)).split('\0')
   assert.equal(JSON.parse(fromBytes).messages[0].content, 'hi')

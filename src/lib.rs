@@ -768,7 +768,10 @@ impl Exchanger {
             return Err(err);
         }
         out.push('\0');
-        let rewritten = ex.body.as_ref().filter(|b| Some(*b) != original.as_ref());
+        // The same buffer when nothing was changed: compared by address, not by content (a 100 KB body
+        // nobody rewrote would be compared byte by byte with itself).
+        let same = |b: &bytes::Bytes| original.as_ref().is_some_and(|o| o.as_ptr() == b.as_ptr() && o.len() == b.len());
+        let rewritten = ex.body.as_ref().filter(|b| !same(b));
         // The rewrite only writes JSON text over valid UTF-8 input, so the check passes; lossy is a fallback.
         if let Some(b) = rewritten {
             match std::str::from_utf8(b) {
