@@ -5,6 +5,7 @@ import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import { wireBytes } from './wire.mjs'
+import { prng, shuffled } from './turns.mjs'
 
 const cfg = JSON.parse(process.argv[2])
 const require = createRequire(import.meta.url)
@@ -129,26 +130,6 @@ async function rounds(impls, perRound, count = cfg.rounds) {
     }
   }
   return survivors(res)
-}
-
-/** A fixed-seed PRNG (mulberry32): the same shuffles in every run. */
-function prng(seed) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-/** A shuffled copy (Fisher–Yates). */
-function shuffled(xs, random) {
-  const a = [...xs]
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    ;[a[i], a[j]] = [a[j], a[i]]
-  }
-  return a
 }
 
 /**

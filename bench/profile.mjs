@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { startMockProcess } from './mock-process.mjs'
 import { wireBytes } from './wire.mjs'
+import { prng, shuffled } from './turns.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const pkg = path.resolve(process.argv[2] ?? path.join(HERE, '..', 'target', 'bench-pkg'))
@@ -32,6 +33,15 @@ const init = () => ({
   body,
 })
 
+// The JS side alone: a copy of api.cjs whose `exchange` hands its first answer back every time (same id, headers
+// and body), so a request does no native work; against the full runtime transport, that leaves the crossing.
+const reusedPath = path.join(pkg, 'api-exchange-reused.cjs')
+const apiText = fs.readFileSync(path.join(pkg, 'api.cjs'), 'utf8')
+const hook = 'const { exchange } = binding'
+if (!apiText.includes(hook)) throw new Error(`bench/profile.mjs: api.cjs no longer has "${hook}"; update the JS-only stage`)
+fs.writeFileSync(reusedPath, apiText.replace(hook, 'const first = binding.exchange\nlet answer\nconst exchange = (...args) => (answer ??= first(...args))'))
+const reused = require(reusedPath).createClient(opts, { transport: 'runtime' })
+
 const viaRuntime = api.createClient(opts, { transport: 'runtime' })
 const viaNative = api.createClient(opts, { transport: 'native' })
 const native = new binding.QwenClient(opts)
@@ -46,6 +56,7 @@ const stages = {
     (await fetch(url, { method: 'POST', headers: wire.headers, body: wire.body, redirect: 'manual', signal: new AbortController().signal })).json(),
   'exchange + finish alone (sync, no I/O)': async () => native.finish(Number(binding.exchange(native.handle, url, 'POST', flat, body).split('\0', 1)[0])),
   'api fetch + json(), runtime transport': async () => (await viaRuntime.fetch(url, init())).json(),
+  'the same, exchange answer reused (JS only)': async () => (await reused.fetch(url, init())).json(),
   'api fetch + json(), native transport': async () => (await viaNative.fetch(url, init())).json(),
 }
 
@@ -54,8 +65,9 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 const names = Object.keys(stages)
 const times = Object.fromEntries(names.map((k) => [k, []]))
 for (const f of Object.values(stages)) for (let i = 0; i < 100; i++) await f()
+const random = prng(0x51ed)
 for (let i = 0; i < N; i++) {
-  for (const name of i % 2 ? [...names].reverse() : names) {
+  for (const name of shuffled(names, random)) {
     const t0 = performance.now()
     await stages[name]()
     times[name].push((performance.now() - t0) * 1000)
