@@ -125,16 +125,17 @@ impl<'a> Body<'a> {
             Some([.., last]) if self.stream && last.starts_with('{') => Some(with_cache_control(last)?.into_bytes()),
             _ => None,
         };
+        // Only a `stream_options` the caller sent is parsed; an absent one is inserted as text below (building
+        // the `Value` anyway cost serde's cold code on every streamed request).
         let stream_options = match self.fields.iter().find(|(k, _)| k == "stream_options") {
-            _ if !self.stream => None,
-            Some((_, Field::Raw(raw))) => Some(match serde_json::from_str::<Value>(raw).ok()? {
+            Some((_, Field::Raw(raw))) if self.stream => Some(match serde_json::from_str::<Value>(raw).ok()? {
                 Value::Object(mut opts) => {
                     opts.insert("include_usage".into(), Value::Bool(true));
                     Value::Object(opts)
                 }
                 _ => include_usage(),
             }),
-            _ => Some(include_usage()),
+            _ => None,
         };
         let insert_stream_options = self.stream && !self.fields.iter().any(|(k, _)| k == "stream_options");
 
