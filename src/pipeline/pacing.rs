@@ -159,7 +159,8 @@ pub async fn wait_turn(settings: &Settings, cancel: &CancellationToken) -> Resul
                             Ok(state.confirm(now, gap).map(|()| (now, state.quota.record_request(quota::now_ms()))))
                         })
                     },
-                    // The abort gives the reservation back below.
+                    // The abort gives the reservation back below. A confirm that still lands after it counts
+                    // as a start that never went: the next request waits out its gap, which errs on the safe side.
                     |_| {},
                 )
                 .await;
