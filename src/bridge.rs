@@ -150,7 +150,7 @@ pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     drop(rt.spawn(task));
 }
 
-/// Blocking work nobody waits for (a background fsync, the quota writer): on the blocking pool of the runtime
+/// Blocking work nobody waits for (a background fsync): on the blocking pool of the runtime
 /// we are called from, else (a sync napi call on the JS thread, unit tests) on a thread of its own.
 pub fn spawn_blocking_detached(name: &str, work: impl FnOnce() + Send + 'static) {
     match tokio::runtime::Handle::try_current() {

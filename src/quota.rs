@@ -220,6 +220,8 @@ struct Local {
     writing: Deltas,
     /// A writer task runs for this file (one at most).
     writer: bool,
+    /// Writers started for this file so far.
+    writers_started: u32,
 }
 
 impl Local {
@@ -307,16 +309,22 @@ pub fn count_request(path: &Path) {
     }
     if !l.writer {
         l.writer = true;
+        l.writers_started += 1;
         drop(map);
         spawn_writer(path.to_path_buf());
     }
 }
 
-/// How long the writer gathers counts before each write; other processes see them this much later. (Tried at
-/// 250 ms: a tight request loop under Bun spent ~3 µs less CPU per request on this thread, but a process's view
-/// of the others' counts lagged by as much, and requests seconds apart, as OpenCode sends them, cost one write
-/// each either way.)
+/// How long the writer gathers counts before each write while requests come; other processes see them this
+/// much later. (Tried at 250 ms: a tight request loop under Bun spent ~3 µs less CPU per request on this
+/// thread, but a process's view of the others' counts lagged by as much.)
 const LINGER: Duration = Duration::from_millis(20);
+/// After `QUIET_BATCHES` empty rounds the writer looks only this often: counts then reach the file up to a
+/// second late (this process's own view never lags: it adds what is pending).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const QUIET_BATCHES: u32 = 10;
+/// A writer with nothing to write for this long ends; the next request starts another.
+const IDLE_EXIT: Duration = Duration::from_secs(300);
 
 fn spawn_writer(path: PathBuf) {
     static AT_EXIT: Once = Once::new();
@@ -324,23 +332,43 @@ fn spawn_writer(path: PathBuf) {
         // SAFETY: registers a plain `extern "C" fn` with the C runtime; it catches every panic itself.
         unsafe { atexit(flush_at_exit) };
     });
-    crate::bridge::spawn_blocking_detached("qwen-quota", move || write_pending(&path));
+    // A thread of its own, not the runtime's blocking pool: it lives as long as requests keep coming.
+    let file = path.clone();
+    if let Err(e) = std::thread::Builder::new().name("qwen-quota".into()).spawn(move || write_pending(&file)) {
+        crate::debug_log!("quota writer not started: {e}");
+        // Counting goes on in memory; the next request tries again, `flush` writes what is pending.
+        if let Some(l) = local().get_mut(&path) {
+            l.writer = false;
+        }
+    }
 }
 
 /// The writer of one state file: hands the pending deltas over and adds them to the file in one locked
-/// step, until nothing is pending. Requests counted meanwhile make up the next batch.
+/// step. Requests counted meanwhile make up the next batch. It outlives a pause: OpenCode's requests come
+/// seconds apart, and a writer that ended after each one made the next request start a thread on the JS
+/// thread (~20 µs there after an idle gap, measured with `bench/cold-exchange.mjs` at `IDLE=20`).
 fn write_pending(path: &Path) {
+    let mut quiet = 0u32;
+    let mut quiet_since = Instant::now();
     loop {
         // Let a burst of requests gather into one batch: each write costs a few hundred µs of CPU that the
         // requests themselves would otherwise compete for. `flush` does not wait for this.
-        std::thread::sleep(LINGER);
+        std::thread::sleep(if quiet < QUIET_BATCHES { LINGER } else { IDLE_POLL });
         let batch = {
             let mut map = local();
             let Some(l) = map.get_mut(path) else { return };
             if l.pending.is_empty() {
-                l.writer = false;
-                return;
+                if quiet == 0 {
+                    quiet_since = Instant::now();
+                }
+                quiet = quiet.saturating_add(1);
+                if quiet_since.elapsed() >= IDLE_EXIT {
+                    l.writer = false;
+                    return;
+                }
+                continue;
             }
+            quiet = 0;
             l.writing = std::mem::take(&mut l.pending);
             l.writing.clone()
         };
@@ -576,10 +604,37 @@ mod tests {
         let file = pacing::read_state(&path).unwrap().unwrap().quota;
         assert_eq!(file.view(now_ms(), 1000).today, 100, "every count reached the file, none twice");
         assert_eq!(status(&settings).unwrap().today, 100);
-        // The writer is done: counting again starts a new one.
+        // The writer stays for the next count (its thread is not started again per request).
         count_request(&path);
         flush();
         assert_eq!(pacing::read_state(&path).unwrap().unwrap().quota.view(now_ms(), 1000).today, 101);
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+
+    #[test]
+    fn one_writer_serves_requests_with_pauses_between_them() {
+        let home = std::env::temp_dir().join(format!("quota-pause-{}-{}", std::process::id(), now_ms()));
+        let settings =
+            Settings::resolve(&RawOptions { qwen_home: Some(home.display().to_string()), ..Default::default() })
+                .unwrap();
+        let path = settings.pacing_path().to_path_buf();
+        let in_file = || pacing::read_state(&path).ok().flatten().map_or(0, |s| s.quota.view(now_ms(), 1000).today);
+        let written = |n: u32| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while in_file() < n {
+                assert!(Instant::now() < deadline, "the writer wrote {} of {n} counts", in_file());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        count_request(&path);
+        written(1);
+        // A pause longer than a batch and its quiet rounds: the writer used to end here, and the next request
+        // started a thread on the JS thread.
+        std::thread::sleep(LINGER * (QUIET_BATCHES + 2));
+        count_request(&path);
+        written(2);
+        assert_eq!(local().get(&path).unwrap().writers_started, 1, "the same writer wrote both");
+        assert_eq!(in_file(), 2);
         std::fs::remove_dir_all(&home).unwrap();
     }
 }

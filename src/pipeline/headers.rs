@@ -43,10 +43,21 @@ impl AuthKind {
 }
 
 /// A line break or NUL: what no header name or value may hold, and what would split a joined header list.
-/// A byte loop (every one of them is ASCII): `str::contains` with a char set decodes characters, and ran over
-/// every header of every request.
+/// Eight bytes at a time (every header of every request passes here): `str::contains` with a char set
+/// decodes characters, and a byte loop cost ~6 instructions a byte.
 pub fn breaks_line(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b'\n' | b'\r' | 0))
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of x is zero (exact as a yes/no answer).
+    let any_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let mut words = s.as_bytes().chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        if any_zero(x) | any_zero(x ^ (ONES * u64::from(b'\n'))) | any_zero(x ^ (ONES * u64::from(b'\r'))) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|b| matches!(b, b'\n' | b'\r' | 0))
 }
 
 /// `QwenCode/<version> (<platform>; <arch>)` with Node's names for the real OS and CPU.
@@ -148,6 +159,19 @@ mod tests {
         }
         for good in ["", "application/json", "Bearer abc.def", "é中😀", "\t tab"] {
             assert!(!breaks_line(good), "{good:?}");
+        }
+        // Every position in and after the 8-byte words, beside bytes one bit away from the bad ones.
+        const NEAR: [u8; 10] = [0x0b, 0x0e, 0x2a, 0x4a, 0x0c, 0x2d, 0x4d, 0x01, 0x20, 0x40];
+        for len in 1..40 {
+            for at in 0..len {
+                for (byte, bad) in [(b'\n', true), (b'\r', true), (0, true)].into_iter().chain(NEAR.map(|b| (b, false)))
+                {
+                    let mut v = vec![b'a'; len];
+                    v[at] = byte;
+                    let text = String::from_utf8(v).expect("ASCII");
+                    assert_eq!(breaks_line(&text), bad, "{byte:#x} at {at} of {len}");
+                }
+            }
         }
     }
 

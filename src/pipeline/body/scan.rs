@@ -5,20 +5,42 @@
 //! bulk of a chat body and escape-rich, are crossed with the block masks of `strings` rather than byte by
 //! byte, which makes it several times faster than serde's skipping.
 
+use std::borrow::Cow;
+
 use super::strings::{self, Block};
 
 /// The byte span (within the scanned text) of every element of an array or value of an object.
 pub(super) type Span = (usize, usize);
 
 pub(super) struct Scanner<'a> {
+    /// The whole text's bytes up to the end of the scanned part.
     b: &'a [u8],
+    /// The position in `b`; spans handed out are relative to `base`, where the scanned part starts.
     i: usize,
-    blocks: Vec<Block>,
+    base: usize,
+    /// The masks of the whole text: a part of an already scanned body reuses its parent's.
+    blocks: Cow<'a, [Block]>,
 }
 
 impl<'a> Scanner<'a> {
     pub(super) fn new(text: &'a str) -> Self {
-        Scanner { b: text.as_bytes(), i: 0, blocks: strings::blocks(text.as_bytes()) }
+        Scanner { b: text.as_bytes(), i: 0, base: 0, blocks: Cow::Owned(strings::blocks(text.as_bytes())) }
+    }
+
+    /// `part`, a slice of `whole` (whose masks `blocks` are), scanned without computing masks again: spans
+    /// are relative to `part`. Masks are the same for any slice that starts outside a string (a message,
+    /// a tool, a content part); a `part` that is not a slice of `whole` gets masks of its own.
+    pub(super) fn part(whole: &'a str, blocks: &'a [Block], part: &'a str) -> Self {
+        let from = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        if from > whole.len() || part.len() > whole.len() - from {
+            return Scanner::new(part);
+        }
+        Scanner { b: &whole.as_bytes()[..from + part.len()], i: from, base: from, blocks: Cow::Borrowed(blocks) }
+    }
+
+    /// The masks, for scanning parts of this text later ([`Scanner::part`]).
+    pub(super) fn into_blocks(self) -> Vec<Block> {
+        self.blocks.into_owned()
     }
 
     pub(super) fn peek(&mut self) -> Option<u8> {
@@ -58,11 +80,12 @@ impl<'a> Scanner<'a> {
             quotes = self.blocks.get(k)?.quote;
         }
         let end = k * 64 + quotes.trailing_zeros() as usize;
-        if !self.valid_inside(from, end) {
+        // A part's masks go on past its end: a string cut there ends beyond it.
+        if end >= self.b.len() || !self.valid_inside(from, end) {
             return None;
         }
         self.i = end + 1;
-        Some((start, self.i))
+        Some((start - self.base, self.i - self.base))
     }
 
     /// No control character, no invalid escape, and four hex digits after every `\u` in `from..to`.
@@ -133,7 +156,7 @@ impl<'a> Scanner<'a> {
     /// One value of any kind and depth (an explicit stack, no recursion); its span.
     pub(super) fn value(&mut self) -> Option<Span> {
         // Open containers: true for an object (whose next item is a key), false for an array.
-        let mut open: Vec<bool> = Vec::new();
+        let mut open = Open::default();
         self.ws();
         let start = self.i;
         loop {
@@ -169,8 +192,8 @@ impl<'a> Scanner<'a> {
             }
             // After a value: `,` for the next item, or close containers.
             loop {
-                let Some(&is_object) = open.last() else {
-                    return Some((start, self.i));
+                let Some(is_object) = open.last() else {
+                    return Some((start - self.base, self.i - self.base));
                 };
                 match self.peek()? {
                     b',' => {
@@ -207,7 +230,8 @@ impl<'a> Scanner<'a> {
     /// The elements of the array starting at the next non-whitespace byte.
     pub(super) fn array(&mut self) -> Option<Vec<Span>> {
         self.eat(b'[')?;
-        let mut items = Vec::new();
+        // A conversation's messages: growing from 4 would reallocate several times.
+        let mut items = Vec::with_capacity(16);
         if self.peek()? == b']' {
             self.i += 1;
             return Some(items);
@@ -233,7 +257,7 @@ impl<'a> Scanner<'a> {
         while let Some(key) = self.next_key(std::mem::take(&mut first))? {
             fields.push((key, self.value()?));
         }
-        Some((fields, self.i - 1))
+        Some((fields, self.i - 1 - self.base))
     }
 
     /// Step over `{` / `,` and the next key of an object: `Some(Some(key span))`, `Some(None)` at its end.
@@ -255,6 +279,41 @@ impl<'a> Scanner<'a> {
             }
         }
         self.key().map(Some)
+    }
+}
+
+/// The stack of open containers (true: an object), in a word up to depth 64: a body's values are rarely
+/// deeper, and a `Vec` here was an allocation per message.
+#[derive(Default)]
+struct Open {
+    bits: u64,
+    depth: usize,
+    deeper: Vec<bool>,
+}
+
+impl Open {
+    fn push(&mut self, is_object: bool) {
+        if self.depth < 64 {
+            self.bits = (self.bits & !(1 << self.depth)) | (u64::from(is_object) << self.depth);
+        } else {
+            self.deeper.push(is_object);
+        }
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) {
+        self.depth -= 1;
+        if self.depth >= 64 {
+            self.deeper.pop();
+        }
+    }
+
+    fn last(&self) -> Option<bool> {
+        match self.depth {
+            0 => None,
+            d if d <= 64 => Some(self.bits >> (d - 1) & 1 == 1),
+            _ => self.deeper.last().copied(),
+        }
     }
 }
 
@@ -327,6 +386,56 @@ mod tests {
         // Depth is not limited when skipping, in both.
         let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
         assert!(accepts(&deep) && serde_accepts(&deep));
+    }
+
+    #[test]
+    fn a_part_scanned_with_its_parents_masks_reads_as_the_part_alone() {
+        let body = String::from_utf8(super::super::tests::opencode_body(24 * 1024)).unwrap();
+        let mut whole = Scanner::new(&body);
+        let mut first = true;
+        let mut messages = None;
+        while let Some((a, b)) = whole.next_key(std::mem::take(&mut first)).unwrap() {
+            if &body[a..b] == "\"messages\"" {
+                messages = Some(whole.array().unwrap());
+            } else {
+                whole.value().unwrap();
+            }
+        }
+        let messages = messages.expect("the body has messages");
+        let blocks = whole.into_blocks();
+        assert!(messages.len() > 3);
+        let mut cuts = 0;
+        for &(a, b) in &messages {
+            let message = &body[a..b];
+            // Whole, and cut anywhere (a cut inside a string must not run on into the parent's text).
+            for end in (1..=message.len()).filter(|&e| message.is_char_boundary(e)).step_by(29).chain([message.len()]) {
+                let part = &message[..end];
+                let mut alone = Scanner::new(part);
+                let mut shared = Scanner::part(&body, &blocks, part);
+                assert_eq!(shared.value(), alone.value(), "{part:?}");
+                assert_eq!(shared.at_end(), alone.at_end(), "{part:?}");
+                let (mut alone, mut shared) = (Scanner::new(part), Scanner::part(&body, &blocks, part));
+                assert_eq!(shared.object().map(|o| o.1), alone.object().map(|o| o.1), "{part:?}");
+                cuts += 1;
+            }
+        }
+        assert!(cuts > 100);
+        // Not a slice of the body: scanned on its own.
+        let other = String::from("{\"role\":\"user\"}");
+        assert_eq!(Scanner::part(&body, &blocks, &other).value(), Some((0, other.len())));
+    }
+
+    #[test]
+    fn containers_deeper_than_the_inline_stack_close_in_order() {
+        for depth in [63, 64, 65, 130] {
+            let mixed: String = (0..depth).map(|i| if i % 3 == 0 { "{\"k\":" } else { "[" }).collect();
+            let closing: String = (0..depth).rev().map(|i| if i % 3 == 0 { "}" } else { "]" }).collect();
+            let text = format!("{mixed}1{closing}");
+            assert!(accepts(&text) && serde_accepts(&text), "depth {depth}");
+            // Closed in the wrong order at the deepest level: refused.
+            let swapped = format!("{mixed}1{}", closing.replacen(']', "}", 1));
+            assert!(!accepts(&swapped) && !serde_accepts(&swapped), "depth {depth}, swapped");
+        }
     }
 
     #[test]
