@@ -28,8 +28,8 @@ enum Field<'a> {
 pub(super) struct Body<'a> {
     text: Text<'a>,
     fields: Vec<(Cow<'a, str>, Field<'a>)>,
-    /// Lower-cased `model`, "" when absent or not a string.
-    model: String,
+    /// Lower-cased `model`, "" when absent or not a string (borrowed when it is lower-case already).
+    model: Cow<'a, str>,
     stream: bool,
 }
 
@@ -60,9 +60,13 @@ impl<'a> Body<'a> {
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let model = match field("model") {
             Some(Field::Raw(raw)) if raw.starts_with('"') => {
-                key_text(raw).map(|m| m.to_ascii_lowercase()).unwrap_or_default()
+                match key_text(raw) {
+                    Some(m) if m.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(m.to_ascii_lowercase()),
+                    Some(m) => m,
+                    None => Cow::Borrowed(""),
+                }
             }
-            _ => String::new(),
+            _ => Cow::Borrowed(""),
         };
         // GLM without tools may need its texts flattened (`hasFunctionCallingContext` looks at every message):
         // the full path's job. With tools it is marked like any model.
@@ -402,7 +406,8 @@ fn json_string(out: &mut Vec<u8>, s: &str) -> Option<()> {
 /// The text of a string token (quotes included): borrowed unless it has escapes.
 fn key_text(token: &str) -> Option<Cow<'_, str>> {
     let inner = token.get(1..token.len().checked_sub(1)?)?;
-    if inner.contains('\\') {
+    // A byte loop: keys are a few bytes, and `contains` set up a searcher for each of them.
+    if inner.bytes().any(|b| b == b'\\') {
         serde_json::from_str::<String>(token).ok().map(Cow::Owned)
     } else {
         Some(Cow::Borrowed(inner))

@@ -450,13 +450,14 @@ fn truthy(v: &Value) -> bool {
 
 /// POST to `…/chat/completions` (query and fragment ignored).
 fn is_chat_completion(req: &Request) -> bool {
-    let path = req.url.split(['?', '#']).next().unwrap_or("");
-    req.method.eq_ignore_ascii_case("POST") && path.trim_end_matches('/').ends_with("/chat/completions")
+    // Byte searches: a `split` on a char set and a lower-cased copy ran the generic searchers on every request.
+    let end = req.url.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(req.url.len());
+    req.method.eq_ignore_ascii_case("POST") && req.url[..end].trim_end_matches('/').ends_with("/chat/completions")
 }
 
 /// No content type (fetch with a string body says text/plain, the AI SDK says application/json) or a JSON one.
 fn declared_json(headers: &[(String, String)]) -> bool {
-    header(headers, "content-type").is_none_or(|v| v.to_ascii_lowercase().contains("json"))
+    header(headers, "content-type").is_none_or(|v| v.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"json")))
 }
 
 /// OpenCode's session id: `x-session-id` (`x-session-affinity` carries the same value).
@@ -751,6 +752,7 @@ mod tests {
         for url in [
             "https://h/v1/chat/completions?a=1",
             "https://h/v1/chat/completions/",
+            "https://h/v1/chat/completions#frag?x",
             "http://127.0.0.1:9/chat/completions",
         ] {
             let mut req = chat(good, &[json_ct]);
@@ -758,6 +760,13 @@ mod tests {
             let out = align(req.body.clone(), &req, &settings(true), &sessions).unwrap();
             assert_ne!(out, req.body.clone().unwrap(), "{url}");
         }
+        // A JSON content type in any case and with parameters.
+        for ct in ["Application/JSON; charset=UTF-8", "application/vnd.api+json", "x/JsOn"] {
+            let req = chat(good, &[("content-type", ct)]);
+            let out = align(req.body.clone(), &req, &settings(true), &sessions).unwrap();
+            assert_ne!(out, req.body.clone().unwrap(), "{ct}");
+        }
+        same(chat(good, &[("content-type", "text/js-on")]), &settings(true));
         // No content type at all counts as JSON (what fetch says for a Uint8Array body).
         let out = align(Some(Bytes::from_static(good)), &chat(good, &[]), &settings(true), &sessions).unwrap();
         assert!(out.windows(13).any(|w| w == b"cache_control"));
