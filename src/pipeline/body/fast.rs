@@ -59,13 +59,11 @@ impl<'a> Body<'a> {
         let text = Text { whole: text, blocks: scan.into_blocks() };
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let model = match field("model") {
-            Some(Field::Raw(raw)) if raw.starts_with('"') => {
-                match key_text(raw) {
-                    Some(m) if m.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(m.to_ascii_lowercase()),
-                    Some(m) => m,
-                    None => Cow::Borrowed(""),
-                }
-            }
+            Some(Field::Raw(raw)) if raw.starts_with('"') => match key_text(raw) {
+                Some(m) if m.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(m.to_ascii_lowercase()),
+                Some(m) => m,
+                None => Cow::Borrowed(""),
+            },
             _ => Cow::Borrowed(""),
         };
         // GLM without tools may need its texts flattened (`hasFunctionCallingContext` looks at every message):
