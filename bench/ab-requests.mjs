@@ -6,11 +6,10 @@
 // 5 ms apart, so every request follows a pause of a few tens of ms, as between OpenCode's requests: the path is
 // timed cold (bench/RESULTS.md).
 // A pkgDir holds a build's .node with binding.cjs and api.cjs (as target/bench-pkg does).
-import fs from 'node:fs'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
-import { startMockProcess } from './mock-process.mjs'
+import { chatRequest, startMockProcess } from './mock-process.mjs'
 import { prng, shuffled } from './turns.mjs'
 
 const require = createRequire(import.meta.url)
@@ -22,15 +21,7 @@ if (dirs.length !== 2) {
 const sse = (process.env.MODE ?? 'json') === 'sse'
 const { base, qwenHome, opts, stop } = await startMockProcess()
 const url = `${base}/v1/chat/completions`
-const body = JSON.stringify({ model: 'coder-model', stream: sse, messages: [{ role: 'user', content: 'hi' }] })
-// The baseline needs the token the mock issued (ours take it from the same file); never printed.
-const token = JSON.parse(fs.readFileSync(path.join(qwenHome, 'oauth_creds.json'), 'utf8')).access_token
-const init = () => ({
-  method: 'POST',
-  headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-  signal: new AbortController().signal,
-  body,
-})
+const { init } = chatRequest(qwenHome, { stream: sse })
 const [a, b] = dirs.map((dir) => require(path.resolve(dir, 'api.cjs')).createClient(opts, { transport: 'runtime' }))
 
 /** µs to the answer (json) or to the first chunk (sse), the rest read before the next request. */

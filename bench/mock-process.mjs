@@ -1,5 +1,6 @@
 // The mock Qwen server in a Node process of its own (bench/mock-server.mjs), for scripts that measure the
 // process they run in (profile.mjs, hot-path.mjs): its work does not share their thread.
+import fs from 'node:fs'
 import path from 'node:path'
 import readline from 'node:readline'
 import { spawn } from 'node:child_process'
@@ -18,4 +19,21 @@ export async function startMockProcess() {
     return new Promise((resolve) => server.on('exit', resolve))
   }
   return { base, qwenHome, opts, stop }
+}
+
+/**
+ * The small chat request both the runtime's fetch and ours send in the scripts that time requests: `init()` makes
+ * a fresh init (with a signal, as OpenCode's AI SDK calls carry one) holding the token the mock issued, which the
+ * baseline needs (ours take it from the same file); never printed.
+ */
+export function chatRequest(qwenHome, { stream = false } = {}) {
+  const body = JSON.stringify({ model: 'coder-model', stream, messages: [{ role: 'user', content: 'hi' }] })
+  const token = JSON.parse(fs.readFileSync(path.join(qwenHome, 'oauth_creds.json'), 'utf8')).access_token
+  const init = () => ({
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    signal: new AbortController().signal,
+    body,
+  })
+  return { body, init }
 }

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import { startMockProcess } from './mock-process.mjs'
+import { chatRequest, startMockProcess } from './mock-process.mjs'
 import { wireBytes } from './wire.mjs'
 import { prng, shuffled } from './turns.mjs'
 
@@ -23,15 +23,7 @@ const binding = require(path.join(pkg, 'binding.cjs'))
 // The server runs under Node in its own process, as in bench/run.mjs: its work does not share our thread.
 const { base, qwenHome, opts, stop } = await startMockProcess()
 const url = `${base}/v1/chat/completions`
-const body = JSON.stringify({ model: 'coder-model', stream: false, messages: [{ role: 'user', content: 'hi' }] })
-// The baseline needs the token the mock issued (ours takes it from the same file itself); never printed.
-const token = JSON.parse(fs.readFileSync(path.join(qwenHome, 'oauth_creds.json'), 'utf8')).access_token
-const init = () => ({
-  method: 'POST',
-  headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-  signal: new AbortController().signal,
-  body,
-})
+const { body, init } = chatRequest(qwenHome, { stream: false })
 
 // The JS side alone: a copy of api.cjs whose `exchange` hands its first answer back every time (same id, headers
 // and body), so a request does no native work; against the full runtime transport, that leaves the crossing.

@@ -584,13 +584,19 @@ mod tests {
         assert_eq!((d.minute, d.today), (3, 3));
     }
 
-    #[test]
-    fn counts_in_memory_are_seen_at_once_and_flushed_to_the_file_exactly() {
-        let home = std::env::temp_dir().join(format!("quota-flush-{}-{}", std::process::id(), now_ms()));
+    /// A QWEN_HOME of its own under the temp dir (not created yet): its path, settings and state file.
+    fn temp_home(name: &str) -> (PathBuf, Settings, PathBuf) {
+        let home = std::env::temp_dir().join(format!("quota-{name}-{}-{}", std::process::id(), now_ms()));
         let settings =
             Settings::resolve(&RawOptions { qwen_home: Some(home.display().to_string()), ..Default::default() })
                 .unwrap();
         let path = settings.pacing_path().to_path_buf();
+        (home, settings, path)
+    }
+
+    #[test]
+    fn counts_in_memory_are_seen_at_once_and_flushed_to_the_file_exactly() {
+        let (home, settings, path) = temp_home("flush");
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let p = path.clone();
@@ -613,11 +619,7 @@ mod tests {
 
     #[test]
     fn one_writer_serves_requests_with_pauses_between_them() {
-        let home = std::env::temp_dir().join(format!("quota-pause-{}-{}", std::process::id(), now_ms()));
-        let settings =
-            Settings::resolve(&RawOptions { qwen_home: Some(home.display().to_string()), ..Default::default() })
-                .unwrap();
-        let path = settings.pacing_path().to_path_buf();
+        let (home, _, path) = temp_home("pause");
         let in_file = || pacing::read_state(&path).ok().flatten().map_or(0, |s| s.quota.view(now_ms(), 1000).today);
         let written = |n: u32| {
             let deadline = Instant::now() + Duration::from_secs(10);
