@@ -181,9 +181,7 @@ impl<'a> Body<'a> {
                 out.push(b',');
             }
             if plain {
-                out.push(b'"');
-                out.extend_from_slice(k.as_bytes());
-                out.push(b'"');
+                quoted(out, k);
             } else {
                 json_string(out, k)?;
             }
@@ -393,12 +391,17 @@ fn json_string(out: &mut Vec<u8>, s: &str) -> Option<()> {
     // JSON.stringify escapes `"`, `\`, controls and lone surrogates (which a &str cannot hold). A fold without
     // an early exit: the compiler checks 16 bytes at a time.
     if !s.bytes().fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\')) {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        quoted(out, s);
         return Some(());
     }
     serde_json::to_writer(&mut *out, s).ok()
+}
+
+/// `s` between quotes as it is: text known to need no escaping.
+fn quoted(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// The text of a string token (quotes included): borrowed unless it has escapes.
