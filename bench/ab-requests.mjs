@@ -10,7 +10,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { chatRequest, startMockProcess } from './mock-process.mjs'
-import { prng, shuffled } from './turns.mjs'
+import { median, prng, shuffled } from './turns.mjs'
 
 const require = createRequire(import.meta.url)
 const dirs = process.argv.slice(2, 4)
@@ -46,7 +46,6 @@ for (const name of names) for (let i = 0; i < 100; i++) await one(impls[name])
 const N = Number(process.env.N ?? (sse ? 1000 : 3000))
 const random = prng(0x51ed)
 for (let r = 0; r < N; r++) for (const name of shuffled(names, random)) times[name].push(await one(impls[name]))
-const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1]
 const m = median(times.fetch)
 const extra = (name) => `${name} +${(median(times[name]) - m).toFixed(1)} µs`
 console.log(`${sse ? 'first SSE chunk' : 'small JSON'}, median of ${N}: runtime fetch ${m.toFixed(1)} µs; ${extra('A')}; ${extra('B')}`)

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import { wireBytes } from './wire.mjs'
-import { prng, shuffled } from './turns.mjs'
+import { median, prng, shuffled } from './turns.mjs'
 
 const cfg = JSON.parse(process.argv[2])
 const require = createRequire(import.meta.url)
@@ -13,12 +13,6 @@ const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
 
 // Resolves once the line is handed to the pipe, so the process.exit() that follows the result cannot cut it.
 const out = (obj) => new Promise((resolve) => process.stdout.write(JSON.stringify(obj) + '\n', resolve))
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
 /** The fetch functions under test, by name: the runtime's own, ours, and optionally another plugin's. */
 async function loadImpls() {
   const impls = {}

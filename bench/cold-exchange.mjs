@@ -10,6 +10,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { startMockProcess } from './mock-process.mjs'
+import { median } from './turns.mjs'
 
 const require = createRequire(import.meta.url)
 const dirs = process.argv.slice(2, 4)
@@ -42,7 +43,6 @@ for (let i = 0; i < N; i++) {
     times[k].push((performance.now() - t0) * 1000)
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 console.log(`cold exchange + finish (after a ${IDLE} ms timer), median of ${N}: A ${median(times[0]).toFixed(2)} µs, B ${median(times[1]).toFixed(2)} µs`)
 await stop()
 process.exit(0)

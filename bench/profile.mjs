@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { chatRequest, startMockProcess } from './mock-process.mjs'
 import { wireBytes } from './wire.mjs'
-import { prng, shuffled } from './turns.mjs'
+import { median, prng, shuffled } from './turns.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const pkg = path.resolve(process.argv[2] ?? path.join(HERE, '..', 'target', 'bench-pkg'))
@@ -53,7 +53,6 @@ const stages = {
 }
 
 const N = Number(process.env.N ?? 2000)
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 const names = Object.keys(stages)
 const times = Object.fromEntries(names.map((k) => [k, []]))
 for (const f of Object.values(stages)) for (let i = 0; i < 100; i++) await f()

@@ -22,6 +22,7 @@ import path from 'node:path'
 import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen, CLIENT_ID } from '../__test__/support/mock-qwen.mjs'
+import { median } from './turns.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -88,11 +89,6 @@ function preparePackage() {
 }
 
 // ─── helpers ──────────────────────────────────────────────────────────────────────────────────────
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 const tmpDirs = []
 function qwenHomeWith(creds) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-bench-'))

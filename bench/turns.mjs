@@ -1,4 +1,5 @@
-// Turn order for measurements that take turns: a fresh random order each round, the same in every run.
+// Measurements that take turns: a fresh random order each round, the same in every run, and the median that sums
+// up each one's times.
 
 /** A fixed-seed PRNG (mulberry32): the same shuffles in every run. */
 export function prng(seed) {
@@ -18,4 +19,11 @@ export function shuffled(xs, random) {
     ;[a[i], a[j]] = [a[j], a[i]]
   }
   return a
+}
+
+/** The median; of an even count, the mean of the two middle values. */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
