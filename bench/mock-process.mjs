@@ -8,17 +8,20 @@ import { fileURLToPath } from 'node:url'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 
-/** `{ base, qwenHome, opts, stop }` once it listens; `opts` are client options for it with pacing off. */
-export async function startMockProcess() {
-  const server = spawn('node', [path.join(HERE, 'mock-server.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] })
+/**
+ * `{ base, qwenHome, homes, opts, stop }` once it listens; `opts` are client options for it with pacing off (for
+ * `qwenHome`, the first of `homes`: `homes` credentials homes, each on a token chain of its own).
+ */
+export async function startMockProcess({ homes: count = 1 } = {}) {
+  const server = spawn('node', [path.join(HERE, 'mock-server.mjs'), String(count)], { stdio: ['pipe', 'pipe', 'inherit'] })
   const first = await readline.createInterface({ input: server.stdout })[Symbol.asyncIterator]().next()
-  const { url: base, qwenHome } = JSON.parse(first.value)
+  const { url: base, qwenHome, homes } = JSON.parse(first.value)
   const opts = { qwenHome, oauthBaseUrl: base, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
   const stop = () => {
     server.stdin.end()
     return new Promise((resolve) => server.on('exit', resolve))
   }
-  return { base, qwenHome, opts, stop }
+  return { base, qwenHome, homes, opts, stop }
 }
 
 /**
