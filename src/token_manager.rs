@@ -303,7 +303,8 @@ impl TokenManager {
 
         // Here, not on the blocking pool: the fsync already runs in the background, and what is left (a temp
         // file written and renamed) is a few system calls like taking the lock file above. The hop to a pool
-        // thread and back cost more than the save itself (~70 µs of ~700 per refresh under Bun).
+        // thread and back cost more than the save itself (~70 µs of ~700 per refresh under Bun). A slow disk
+        // holds this worker that long, once per refresh, as creating the lock file already does.
         let saved = sh.store.save_stamped(&creds, KeyOrder::Refresh);
 
         let mut st = sh.state();
