@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks'
 import { CLIENT_ID } from '../__test__/support/mock-qwen.mjs'
 import { startMockProcess } from './mock-process.mjs'
 import { median, prng, shuffled } from './turns.mjs'
+import { postRefresh } from './wire.mjs'
 
 const require = createRequire(import.meta.url)
 const dirs = process.argv.slice(2, 4)
@@ -23,15 +24,7 @@ const { base, homes, opts, stop } = await startMockProcess({ homes: 3 })
 // The bare refresh's chain: its refresh token, read from its file and never printed.
 let bareToken = JSON.parse(fs.readFileSync(path.join(homes[2], 'oauth_creds.json'), 'utf8')).refresh_token
 async function bare() {
-  const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: bareToken, client_id: CLIENT_ID })
-  const res = await fetch(`${base}/api/v1/oauth2/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-    body,
-  })
-  const j = await res.json()
-  if (!j.access_token) throw new Error(`bare refresh failed: HTTP ${res.status}`)
-  bareToken = j.refresh_token ?? bareToken
+  bareToken = (await postRefresh(base, CLIENT_ID, bareToken, 'bare')).refresh_token ?? bareToken
 }
 const forced = (dir, qwenHome) => {
   const api = require(path.resolve(dir, 'api.cjs'))

@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
-import { wireBytes } from './wire.mjs'
+import { postRefresh, wireBytes } from './wire.mjs'
 import { median, prng, shuffled } from './turns.mjs'
 
 const cfg = JSON.parse(process.argv[2])
@@ -273,7 +273,7 @@ async function refresh() {
   const opts = { qwenHome: cfg.qwenHome, oauthBaseUrl: cfg.oauthBaseUrl, ...NO_PACING }
   let bareToken = cfg.bareRefreshToken
   const bare = async () => {
-    const j = await postRefresh(bareToken, 'bare')
+    const j = await postRefresh(cfg.oauthBaseUrl, cfg.clientId, bareToken, 'bare')
     bareToken = j.refresh_token ?? bareToken
   }
   const ours = async () => {
@@ -288,19 +288,6 @@ async function refresh() {
     for (let i = 0; i < cfg.n; i++) await f()
     return ((performance.now() - t0) * 1000) / cfg.n
   })
-}
-
-/** The refresh grant POSTed with the runtime's fetch, as the CLI sends it; the answer's JSON. */
-async function postRefresh(refreshToken, who) {
-  const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: cfg.clientId })
-  const res = await fetch(`${cfg.oauthBaseUrl}/api/v1/oauth2/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-    body,
-  })
-  const j = await res.json()
-  if (!j.access_token) throw new Error(`${who} refresh failed: HTTP ${res.status}`)
-  return j
 }
 
 /**
@@ -322,7 +309,7 @@ function floorRefresh(home) {
     fs.closeSync(fd)
     try {
       const current = JSON.parse(fs.readFileSync(credsPath, 'utf8'))
-      const j = await postRefresh(current.refresh_token, 'floor')
+      const j = await postRefresh(cfg.oauthBaseUrl, cfg.clientId, current.refresh_token, 'floor')
       const next = {
         access_token: j.access_token,
         token_type: j.token_type,
