@@ -128,7 +128,10 @@ export interface QwenPaths {
 
 /** The quota view from the state file (creates nothing), plus this process's requests not written yet. */
 export function quotaStatus(options?: QwenOptions): QuotaStatus
-/** Write the requests this process counted in memory (pacing off) to the state file now; also done at exit. */
+/**
+ * Write the requests this process counted in memory (pacing off) to the state file now; also done at exit.
+ * Once this process has used the state file, a QWEN_HOME removed since is not created again: those counts are dropped.
+ */
 export function flushQuota(): void
 export function qwenPaths(options?: QwenOptions): QwenPaths
 /** Deletes `oauth_creds.json` under its lock (this logs the Qwen Code CLI out too); true when there was a file. */

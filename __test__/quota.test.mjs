@@ -103,6 +103,18 @@ test('3 processes x 10 requests, pacing off: today and this minute are 30, count
   if (process.platform !== 'win32') assert.equal(fs.statSync(path.join(qwenHome, STATE)).mode & 0o777, 0o600)
 })
 
+test('a QWEN_HOME removed while a process runs stays removed: the counts left at exit are dropped, not written', { timeout: 60_000 }, async () => {
+  // Pacing off, so the last request's count is only in memory when the child exits: its exit flush (or its
+  // background writer, whichever comes first) used to create the directory again with the state file in it.
+  const { mock, qwenHome, url } = await setup()
+  const options = { qwenHome, ...NO_PACING }
+  const r = await runChild({ url, apiKey: API_KEY, count: 3, id: 'rm', options, removeHome: true })
+  assert.deepEqual(r.statuses, [200, 200, 200, 200])
+  assert.equal(mock.requestsTo(CHAT).length, 4)
+  assert.equal(r.seen.today, 4, 'the process itself still counted the last request')
+  assert.ok(!fs.existsSync(qwenHome), 'QWEN_HOME was not created again')
+})
+
 test('with pacing on, requests are counted in the same locked step that gives them their slot', { timeout: 60_000 }, async () => {
   const { mock, qwenHome, url } = await setup()
   const t0 = beijing(2026, 5, 1, 12, 0, 1)

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Settings;
 use crate::debug_log;
 use crate::error::Result;
-use crate::pipeline::pacing;
+use crate::pipeline::pacing::{self, Home};
 
 pub const MINUTE_MS: u64 = 60_000;
 pub const DAY_MS: u64 = 86_400_000;
@@ -192,9 +192,12 @@ pub fn status(settings: &Settings) -> Result<Status> {
         };
         map = WRITTEN.wait_timeout(map, left).unwrap_or_else(|e| e.into_inner()).0;
     }
-    let counts = pacing::read_state(path)?.map(|s| s.quota).unwrap_or_default();
+    let in_file = pacing::read_state(path)?;
     let l = map.entry(path);
-    l.observe(counts);
+    // Only a file that is there counts as seen: `Local::home` tells a QWEN_HOME still to be made from a removed one.
+    if let Some(state) = in_file {
+        l.observe(state.quota);
+    }
     Ok(l.current().unwrap_or_default().view(now_ms(), settings.daily_limit))
 }
 
@@ -240,6 +243,17 @@ impl Local {
                 seen.last_429 = last_429;
             }
             None => self.seen = Some(counts),
+        }
+    }
+
+    /// Whether a deferred write may create QWEN_HOME: only before this process has seen the file. After that a
+    /// missing directory was removed on purpose (a logout that deleted `~/.qwen`, a test's temp home), and
+    /// counts written at exit must not bring it back; they are dropped (logged) instead.
+    fn home(&self) -> Home {
+        if self.seen.is_some() {
+            Home::MustExist
+        } else {
+            Home::Create
         }
     }
 
@@ -374,16 +388,16 @@ fn write_pending(path: &Path) {
             }
             quiet = 0;
             l.writing = std::mem::take(&mut l.pending);
-            l.writing.clone()
+            (l.writing.clone(), l.home())
         };
-        write_batch(path, &batch);
+        write_batch(path, &batch.0, batch.1);
     }
 }
 
 /// Add `batch` (already moved to `writing`) to the file, then settle it. Best effort: a state file that
 /// cannot be written drops the batch (logged), as a failed per-request write did before.
-fn write_batch(path: &Path, batch: &Deltas) {
-    let result = pacing::with_state(path, |s| {
+fn write_batch(path: &Path, batch: &Deltas, home: Home) {
+    let result = pacing::with_state_in(path, home, |s| {
         for &(minute, n) in batch {
             s.quota.add(minute, n);
         }
@@ -417,18 +431,18 @@ pub fn flush() {
         };
         map = WRITTEN.wait_timeout(map, left).unwrap_or_else(|e| e.into_inner()).0;
     }
-    let batches: Vec<(PathBuf, Deltas)> = map
+    let batches: Vec<(PathBuf, Deltas, Home)> = map
         .0
         .iter_mut()
         .filter(|(_, l)| !l.pending.is_empty() && l.writing.is_empty())
         .map(|(p, l)| {
             l.writing = std::mem::take(&mut l.pending);
-            (p.clone(), l.writing.clone())
+            (p.clone(), l.writing.clone(), l.home())
         })
         .collect();
     drop(map);
-    for (path, batch) in batches {
-        write_batch(&path, &batch);
+    for (path, batch, home) in batches {
+        write_batch(&path, &batch, home);
     }
 }
 
@@ -619,6 +633,19 @@ mod tests {
         flush();
         assert_eq!(pacing::read_state(&path).unwrap().unwrap().quota.view(now_ms(), 1000).today, 101);
         std::fs::remove_dir_all(&home).unwrap();
+    }
+
+    #[test]
+    fn counts_left_after_qwen_home_was_removed_do_not_bring_it_back() {
+        let (home, settings, path) = temp_home("removed");
+        count_request(&path);
+        flush();
+        assert!(path.is_file(), "the first write creates QWEN_HOME and the state file");
+        std::fs::remove_dir_all(&home).unwrap();
+        count_request(&path);
+        flush();
+        assert!(!home.exists(), "a flush after the removal did not create QWEN_HOME again");
+        assert_eq!(latest(&settings).unwrap().today, 1, "the dropped count is not kept as pending either");
     }
 
     #[test]

@@ -1,12 +1,15 @@
 // Child process for quota.test.mjs: one client in its own process (so counts can only meet in the shared
 // state file), with the quota clock started by the parent through QWEN_OAUTH_FAKE_NOW_MS (read once per
-// process by the native core). argv[2]: JSON { url, apiKey, count, id, options, waitForGo }.
+// process by the native core). argv[2]: JSON { url, apiKey, count, id, options, waitForGo, removeHome }.
 // Prints "ready" once loaded; with waitForGo, sends its requests after "go" on stdin. Ends with one JSON line:
 // { id, statuses, before, after, seen } — the quota view (quotaStatus) before and after its requests, and the
-// view its client saw after its last request (client.quota()).
+// view its client saw after its last request (client.quota()). With removeHome, once its counts are in the
+// file it deletes options.qwenHome (as a logout that removes ~/.qwen) and sends one more request, whose count
+// is then still in memory when the process exits.
+import fs from 'node:fs'
 import api from '../../api.cjs'
 
-const { url, apiKey, count, id, options, waitForGo } = JSON.parse(process.argv[2])
+const { url, apiKey, count, id, options, waitForGo, removeHome } = JSON.parse(process.argv[2])
 const client = api.createClient(options, { apiKey })
 
 process.stdout.write('ready\n')
@@ -29,6 +32,13 @@ for (let i = 0; i < count; i++) {
     headers: { 'content-type': 'application/json', 'x-quota-child': String(id) },
     body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: `child ${id} #${i}` }] }),
   })
+  await res.arrayBuffer()
+  statuses.push(res.status)
+}
+if (removeHome) {
+  api.flushQuota()
+  fs.rmSync(options.qwenHome, { recursive: true })
+  const res = await client.fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":"coder-model","messages":[]}' })
   await res.arrayBuffer()
   statuses.push(res.status)
 }

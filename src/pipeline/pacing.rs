@@ -244,9 +244,23 @@ pub fn read_state(path: &Path) -> Result<Option<State>> {
 }
 
 /// Open the state file, hold an exclusive OS lock on it, let `f` update the state, write it back.
-/// A missing, empty or corrupt file counts as a fresh state and is overwritten.
+/// A missing, empty or corrupt file counts as a fresh state and is overwritten. Creates QWEN_HOME if needed.
 pub fn with_state<T>(path: &Path, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-    if let Some(dir) = path.parent() {
+    with_state_in(path, Home::Create, f)
+}
+
+/// Whether a write may create the state file's directory (QWEN_HOME).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    Create,
+    /// Write only into a directory that is there: a deferred write must not bring back a QWEN_HOME the user
+    /// removed (a logout that deleted `~/.qwen`) after this process had used it.
+    MustExist,
+}
+
+/// `with_state`, with the choice of creating QWEN_HOME; with `Home::MustExist` a missing one is an I/O error.
+pub fn with_state_in<T>(path: &Path, home: Home, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+    if let (Home::Create, Some(dir)) = (home, path.parent()) {
         create_private_dir(dir)?;
     }
     let mut file = open_private(path).map_err(|e| Error::io(path, &e))?;
