@@ -29,8 +29,9 @@ pub struct RawOptions {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Directory of `oauth_creds.json`, `oauth_creds.lock` and our pacing state.
-    pub qwen_home: PathBuf,
+    /// Directory of `oauth_creds.json`, `oauth_creds.lock` and our pacing state. Private, with the pacing file
+    /// joined from it once, so the two can never point into different homes.
+    qwen_home: PathBuf,
     /// OAuth server base, no trailing slash.
     pub oauth_base_url: String,
     pub cli_version: String,
@@ -50,8 +51,7 @@ pub struct Settings {
     pub align_request_body: bool,
     /// Requests a day the quota view warns against (at 80 % and 95 %); 0 turns the warnings off.
     pub daily_limit: u64,
-    /// `qwen_home/opencode_qwen_pacing.json`, joined once: every request counts itself against it. Private, so
-    /// that no `Settings { qwen_home, ..other }` can leave it pointing into another home.
+    /// `qwen_home/opencode_qwen_pacing.json`, joined once: every request counts itself against it.
     pacing_file: PathBuf,
 }
 
@@ -152,6 +152,10 @@ impl Settings {
         })
     }
 
+    pub fn qwen_home(&self) -> &Path {
+        &self.qwen_home
+    }
+
     pub fn creds_path(&self) -> PathBuf {
         self.qwen_home.join("oauth_creds.json")
     }
@@ -209,7 +213,7 @@ mod tests {
         assert_eq!((s.max_retries, s.max_wait_ms), (3, 60_000));
         assert_eq!(s.daily_limit, 1000);
         assert_eq!(s.oauth_base_url, "https://chat.qwen.ai");
-        assert!(s.qwen_home.ends_with(".qwen"));
+        assert!(s.qwen_home().ends_with(".qwen"));
     }
 
     #[test]
@@ -221,7 +225,7 @@ mod tests {
             ("QWEN_DAILY_LIMIT", "2000"),
         ]));
         let s = Settings::resolve_with(&RawOptions { min_interval_ms: Some(7.0), ..Default::default() }, &env).unwrap();
-        assert_eq!(s.qwen_home, PathBuf::from("/h/q"));
+        assert_eq!(s.qwen_home(), Path::new("/h/q"));
         assert_eq!(s.min_interval_ms, 7);
         assert_eq!(s.daily_limit, 2000);
         let s = Settings::resolve_with(&RawOptions { daily_limit: Some(10.0), ..Default::default() }, &env).unwrap();

@@ -125,7 +125,7 @@ impl DeviceLogin {
     async fn run(&self) -> Result<Credentials> {
         let tokens = self.poll_until_approved().await?;
         let creds = credentials_from(&tokens, now_ms(), &self.token_endpoint())?;
-        let store = CredentialStore::new(self.settings.qwen_home.clone());
+        let store = CredentialStore::new(self.settings.qwen_home().to_path_buf());
         // Unlike the CLI, save under the lock so a refresh of the previous login in another process cannot
         // overwrite this one. The approved tokens must not be lost, so without the lock (missing directory,
         // lock held far too long) we still save.

@@ -287,12 +287,12 @@ pub struct QwenPaths {
 #[napi]
 pub fn qwen_paths(options: Option<QwenOptions>) -> Result<QwenPaths> {
     let s = settings(options)?;
-    let text = |p: std::path::PathBuf| p.display().to_string();
+    let text = |p: &std::path::Path| p.display().to_string();
     Ok(QwenPaths {
-        qwen_home: text(s.qwen_home.clone()),
-        credentials: text(s.creds_path()),
-        lock: text(s.lock_path()),
-        state: text(s.pacing_path().to_path_buf()),
+        qwen_home: text(s.qwen_home()),
+        credentials: text(&s.creds_path()),
+        lock: text(&s.lock_path()),
+        state: text(s.pacing_path()),
     })
 }
 

@@ -60,25 +60,25 @@ static REGISTRY: Mutex<Option<HashMap<PathBuf, Arc<TokenManager>>>> = Mutex::new
 pub fn for_settings(settings: &Arc<Settings>) -> Arc<TokenManager> {
     let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let map = reg.get_or_insert_with(HashMap::new);
-    if let Some(existing) = map.get(&settings.qwen_home) {
+    if let Some(existing) = map.get(settings.qwen_home()) {
         if Arc::ptr_eq(&existing.settings, settings) || *existing.settings == **settings {
             return existing.clone();
         }
         // Same directory, other options (e.g. another OAuth server): share the cache, the refresh gate
         // and the generation, but talk to the server these settings name.
         let tm = Arc::new(TokenManager { settings: settings.clone(), shared: existing.shared.clone() });
-        map.insert(settings.qwen_home.clone(), tm.clone());
+        map.insert(settings.qwen_home().to_path_buf(), tm.clone());
         return tm;
     }
     let shared = Arc::new(Shared {
-        store: CredentialStore::new(settings.qwen_home.clone()),
+        store: CredentialStore::new(settings.qwen_home().to_path_buf()),
         state: Mutex::new(State::default()),
         refresh_gate: tokio::sync::Mutex::new(()),
         generation: AtomicU32::new(0),
         stat_interval: stat_interval_from_env(),
     });
     let tm = Arc::new(TokenManager { settings: settings.clone(), shared });
-    map.insert(settings.qwen_home.clone(), tm.clone());
+    map.insert(settings.qwen_home().to_path_buf(), tm.clone());
     tm
 }
 
