@@ -6,11 +6,11 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { cleanupsAfterEach } from './support/helpers.mjs'
+import { startGoChild } from './support/children.mjs'
 
 const CHAT = '/v1/chat/completions'
 const API_KEY = 'sk-test-pacing-key-0123456789'
@@ -32,28 +32,8 @@ async function setup() {
   return { mock, qwenHome, url: `${mock.url}${CHAT}` }
 }
 
-/** Start a child; resolves once it has loaded the addon and waits for "go". */
-function startChild(args) {
-  const child = spawn(process.execPath, [CHILD, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'pipe'] })
-  cleanups.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill()
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  // 'close', not 'exit': the last stdout/stderr data may still be on its way when the process has exited.
-  const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
-  const ready = new Promise((resolve, reject) => {
-    child.stdout.on('data', () => stdout.includes('ready\n') && resolve())
-    exited.then((code) => reject(new Error(`child ${args.id} exited (${code}) before ready: ${stderr}`)))
-  })
-  return {
-    ready,
-    go: () => child.stdin.write('go\n'),
-    done: exited.then((code) => ({ code, stdout, stderr })),
-  }
-}
+/** Start a child; `ready` once it has loaded the addon and waits for "go". */
+const startChild = (args) => startGoChild(CHILD, args, { cleanups })
 
 const gapsOf = (times) => times.slice(1).map((t, i) => t - times[i])
 

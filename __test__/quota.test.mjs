@@ -6,12 +6,12 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import api from '../api.cjs'
 import { QwenCodePlugin } from '../index.js'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { cleanupsAfterEach } from './support/helpers.mjs'
+import { startGoChild } from './support/children.mjs'
 
 const CHAT = '/v1/chat/completions'
 const API_KEY = 'sk-sp-test-quota-key-0123456789'
@@ -37,30 +37,15 @@ async function setup(config = {}) {
   return { mock, tmp, qwenHome, url: `${mock.url}${CHAT}` }
 }
 
-/** A child with its own quota clock; resolves `ready` once it has loaded the addon. */
+/** A child with its own quota clock; `ready` once it has loaded the addon, `result` its JSON line. */
 function startChild(args, fakeNowMs, extraEnv = {}) {
-  const env = { ...process.env, ...extraEnv }
-  if (fakeNowMs !== undefined) env.QWEN_OAUTH_FAKE_NOW_MS = String(fakeNowMs)
-  else delete env.QWEN_OAUTH_FAKE_NOW_MS
-  const child = spawn(process.execPath, [CHILD, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'pipe'], env })
-  cleanups.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill()
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  // 'close', not 'exit': the last stdout/stderr data may still be on its way when the process has exited.
-  const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
-  const ready = new Promise((resolve, reject) => {
-    child.stdout.on('data', () => stdout.includes('ready\n') && resolve())
-    exited.then((code) => reject(new Error(`child ${args.id} exited (${code}) before ready: ${stderr}`)))
-  })
-  const result = exited.then((code) => {
+  const env = { ...extraEnv, QWEN_OAUTH_FAKE_NOW_MS: fakeNowMs === undefined ? undefined : String(fakeNowMs) }
+  const child = startGoChild(CHILD, args, { env, cleanups })
+  const result = child.done.then(({ code, stdout, stderr }) => {
     assert.equal(code, 0, `child ${args.id} failed: ${stderr}`)
     return JSON.parse(stdout.trim().split('\n').at(-1))
   })
-  return { ready, go: () => child.stdin.write('go\n'), result }
+  return { ready: child.ready, go: child.go, result }
 }
 
 const runChild = (args, fakeNowMs, extraEnv) => startChild({ ...args, waitForGo: false }, fakeNowMs, extraEnv).result

@@ -1,4 +1,5 @@
-// Spawning and talking to __test__/support/child-token.mjs from the credential tests (Node and Bun).
+// Spawning and talking to child processes (Node and Bun): child-token.mjs for the credential tests, and the
+// ready/go children of the pacing and quota tests, whose side of the handshake (`waitForGo`, `sendChats`) is here too.
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import readline from 'node:readline'
@@ -88,4 +89,62 @@ export function spawnScript(script, args = [], env = {}) {
     },
   }
   return child
+}
+
+/**
+ * Start `script` with one JSON argument (`args`) for a "ready" / "go" handshake: the child prints `ready` once
+ * loaded and starts its work when it reads `go` (see `waitForGo`). `done` resolves with the exit code and
+ * the whole stdout and stderr. `env` is added to this process's; a key set to undefined is left out. The
+ * child is killed by `cleanups` if still running.
+ */
+export function startGoChild(script, args, { env = {}, cleanups }) {
+  const childEnv = { ...process.env, ...env }
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete childEnv[k]
+  const child = spawn(process.execPath, [script, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv })
+  cleanups.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill()
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  // 'close', not 'exit': the last stdout/stderr data may still be on its way when the process has exited.
+  const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
+  const ready = new Promise((resolve, reject) => {
+    child.stdout.on('data', () => stdout.includes('ready\n') && resolve())
+    exited.then((code) => reject(new Error(`child ${args.id} exited (${code}) before ready: ${stderr}`)))
+  })
+  return {
+    ready,
+    go: () => child.stdin.write('go\n'),
+    done: exited.then((code) => ({ code, stdout, stderr })),
+  }
+}
+
+/** In a child started by `startGoChild`: resolves once the parent has written `go`. */
+export async function waitForGo() {
+  let buf = ''
+  await new Promise((resolve) => {
+    process.stdin.on('data', (d) => {
+      buf += d
+      if (buf.includes('go\n')) resolve()
+    })
+  })
+  // Paused here, not inside the 'data' handler: a pause there left stdin reading, and the child never exited.
+  process.stdin.pause()
+}
+
+/** In a child: `count` sequential chat requests through `client`, each tagged with header `tag: id`; their statuses. */
+export async function sendChats(client, url, { count, id, tag }) {
+  const statuses = []
+  for (let i = 0; i < count; i++) {
+    const res = await client.fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', [tag]: String(id) },
+      body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: `child ${id} #${i}` }] }),
+    })
+    await res.arrayBuffer()
+    statuses.push(res.status)
+  }
+  return statuses
 }

@@ -3,6 +3,7 @@
 // argv[2]: JSON { url, apiKey, count, id, options }. Prints "ready" once loaded, then one JSON result line.
 // The pipeline's debug log (stderr) carries the pacing start times the parent checks.
 import api from '../../api.cjs'
+import { sendChats, waitForGo } from './children.mjs'
 
 const { url, apiKey, count, id, options } = JSON.parse(process.argv[2])
 const client = api.createClient({ ...options, debug: true }, { apiKey })
@@ -12,23 +13,7 @@ const client = api.createClient({ ...options, debug: true }, { apiKey })
 // arrival gaps the parent checks measure pacing, not that one-time start-up. (Not a chat request: not counted.)
 await (await fetch(new URL('/warm-up', url))).arrayBuffer()
 process.stdout.write('ready\n')
-await new Promise((resolve) => {
-  let buf = ''
-  process.stdin.on('data', (d) => {
-    buf += d
-    if (buf.includes('go\n')) resolve()
-  })
-})
-process.stdin.pause()
+await waitForGo()
 
-const statuses = []
-for (let i = 0; i < count; i++) {
-  const res = await client.fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-pacing-child': String(id) },
-    body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: `child ${id} #${i}` }] }),
-  })
-  await res.arrayBuffer()
-  statuses.push(res.status)
-}
+const statuses = await sendChats(client, url, { count, id, tag: 'x-pacing-child' })
 process.stdout.write(JSON.stringify({ id, statuses }) + '\n')

@@ -8,39 +8,20 @@
 // is then still in memory when the process exits.
 import fs from 'node:fs'
 import api from '../../api.cjs'
+import { sendChats, waitForGo as goSignal } from './children.mjs'
 
 const { url, apiKey, count, id, options, waitForGo, removeHome } = JSON.parse(process.argv[2])
 const client = api.createClient(options, { apiKey })
 
 process.stdout.write('ready\n')
-if (waitForGo) {
-  await new Promise((resolve) => {
-    let buf = ''
-    process.stdin.on('data', (d) => {
-      buf += d
-      if (buf.includes('go\n')) resolve()
-    })
-  })
-  process.stdin.pause()
-}
+if (waitForGo) await goSignal()
 
 const before = api.quotaStatus(options)
-const statuses = []
-for (let i = 0; i < count; i++) {
-  const res = await client.fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-quota-child': String(id) },
-    body: JSON.stringify({ model: 'coder-model', messages: [{ role: 'user', content: `child ${id} #${i}` }] }),
-  })
-  await res.arrayBuffer()
-  statuses.push(res.status)
-}
+const statuses = await sendChats(client, url, { count, id, tag: 'x-quota-child' })
 if (removeHome) {
   api.flushQuota()
   fs.rmSync(options.qwenHome, { recursive: true })
-  const res = await client.fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":"coder-model","messages":[]}' })
-  await res.arrayBuffer()
-  statuses.push(res.status)
+  statuses.push(...(await sendChats(client, url, { count: 1, id, tag: 'x-quota-child' })))
 }
 const after = api.quotaStatus(options)
 process.stdout.write(JSON.stringify({ id, statuses, before, after, seen: client.quota() }) + '\n')
