@@ -12,7 +12,7 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnChild } from './support/children.mjs'
-import { DEVICE_KEYS, REFRESH_KEYS, assertUntouched, cleanupsAfterEach, rejection, sha, snapshot, throws, removeTempDir } from './support/helpers.mjs'
+import { DEVICE_KEYS, REFRESH_KEYS, assertUntouched, cleanupsAfterEach, rejection, sha, snapshot, throws, removeTempDir, until } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
 const NO_PACING = { minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
@@ -35,16 +35,6 @@ function cliJson(creds, keys = DEVICE_KEYS) {
   const o = {}
   for (const k of keys) o[k] = creds[k]
   return JSON.stringify(o, null, 2)
-}
-
-async function until(fn, what, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 /** The error has the code, names `names` and leaks none of `secrets`. */

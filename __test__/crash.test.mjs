@@ -16,41 +16,17 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnScript } from './support/children.mjs'
-import { DEVICE_KEYS, cleanupsAfterEach, sha } from './support/helpers.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach, sha, cliInvalid, until } from './support/helpers.mjs'
 
 const KILLS = Number(process.env.CRASH_TEST_KILLS || 200)
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'crash-child.mjs')
 
 const cleanups = cleanupsAfterEach()
 
-/** validateCredentials of the CLI; returns a reason or null. */
-function cliInvalid(text) {
-  let o
-  try {
-    o = JSON.parse(text)
-  } catch {
-    return 'not JSON'
-  }
-  if (!o || typeof o !== 'object') return 'not an object'
-  for (const k of ['access_token', 'refresh_token', 'token_type']) if (!o[k] || typeof o[k] !== 'string') return `bad ${k}`
-  if (!o.expiry_date || typeof o.expiry_date !== 'number') return 'bad expiry_date'
-  return null
-}
-
 function pick(o, keys) {
   const out = {}
   for (const k of keys) out[k] = o[k]
   return out
-}
-
-async function until(fn, what, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 2))
-  }
 }
 
 const leftovers = (dir) => fs.readdirSync(dir).filter((n) => n !== 'oauth_creds.json' && n !== 'oauth_creds.lock')
@@ -120,7 +96,7 @@ test(`SIGKILL during refresh + save, ${KILLS} times: the file is always whole an
     stats.kills++
     // Every byte the killed process sent has been handled by the mock once its connections are closed,
     // so the mock's list of issued tokens is final for this round.
-    await until(() => mock.openConnections() === 0, 'the killed process\'s connections to close')
+    await until(() => mock.openConnections() === 0, 'the killed process\'s connections to close', 10_000, 2)
 
     // The file: whole, valid for the CLI, and one pair exactly as the server issued it.
     const bytes = fs.readFileSync(credsPath)

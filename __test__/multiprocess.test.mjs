@@ -10,7 +10,7 @@ import path from 'node:path'
 import api from '../api.cjs'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnChild } from './support/children.mjs'
-import { DEVICE_KEYS, REFRESH_KEYS, cleanupsAfterEach, sha } from './support/helpers.mjs'
+import { DEVICE_KEYS, REFRESH_KEYS, cleanupsAfterEach, sha, cliInvalid } from './support/helpers.mjs'
 
 const TOKEN_PATH = '/api/v1/oauth2/token'
 
@@ -40,19 +40,6 @@ function child(args, env) {
   const c = spawnChild(args, env)
   cleanups.push(() => c.close())
   return c
-}
-
-/** validateCredentials as the CLI does it; returns a reason or null. */
-function cliInvalid(text) {
-  let o
-  try {
-    o = JSON.parse(text)
-  } catch {
-    return 'not JSON'
-  }
-  for (const k of ['access_token', 'refresh_token', 'token_type']) if (!o[k] || typeof o[k] !== 'string') return `bad ${k}`
-  if (!o.expiry_date || typeof o.expiry_date !== 'number') return 'bad expiry_date'
-  return null
 }
 
 /** Reads the file as fast as the event loop allows until stopped; records every anomaly. */

@@ -52,7 +52,7 @@ export function removeTempDir(dir) {
 }
 
 /** Poll `fn` (sync or async) until it returns a truthy value, which is returned; fail after `timeoutMs`. */
-export async function until(fn, what, timeoutMs = 5000, pollMs = 10) {
+export async function until(fn, what, timeoutMs = 10_000, pollMs = 10) {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = await fn()
@@ -69,4 +69,18 @@ export function assertUntouched(file, before) {
   const now = snapshot(file)
   assert.ok(now.bytes.equals(before.bytes), `${file} changed`)
   assert.equal(now.mtimeMs, before.mtimeMs, `${file} was rewritten`)
+}
+
+/** The Qwen Code CLI's validateCredentials on a file's text: the reason it would reject it, or null. */
+export function cliInvalid(text) {
+  let o
+  try {
+    o = JSON.parse(text)
+  } catch {
+    return 'not JSON'
+  }
+  if (!o || typeof o !== 'object') return 'not an object'
+  for (const k of ['access_token', 'refresh_token', 'token_type']) if (!o[k] || typeof o[k] !== 'string') return `bad ${k}`
+  if (!o.expiry_date || typeof o.expiry_date !== 'number') return 'bad expiry_date'
+  return null
 }
