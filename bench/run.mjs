@@ -150,8 +150,20 @@ function runClient(runtime, cfg, { onReady, env } = {}) {
 const rows = []
 function addRow(row) {
   rows.push(row)
-  const r = (x) => (x == null ? '' : typeof x === 'number' ? x.toFixed(2) : x)
-  process.stderr.write(`  ${row.metric} [${row.runtime}] ${r(row.ratio)} (${row.detail ?? ''})\n`)
+  process.stderr.write(`  ${row.metric} [${row.runtime}] ${row.ratio == null ? '' : ratioText(row)} (${row.detail ?? ''})\n`)
+}
+
+const fmt = (x) => (x == null ? '—' : typeof x === 'number' ? (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2)) : String(x))
+
+/** A row's ratio as the table shows it: with more decimals where two would print the target itself (1.1003, not 1.10). */
+function ratioText(row) {
+  let text = fmt(row.ratio)
+  if (typeof row.ratio !== 'number' || typeof row.target !== 'number' || row.ratio === row.target) return text
+  for (let digits = 3; digits <= 6 && text === fmt(row.target); digits++) {
+    text = row.ratio.toFixed(digits)
+    if (Number(text) === row.target) text = fmt(row.target)
+  }
+  return text
 }
 
 // ─── scenarios ────────────────────────────────────────────────────────────────────────────────────
@@ -422,11 +434,10 @@ function machine() {
 }
 
 function table() {
-  const fmt = (x) => (x == null ? '—' : typeof x === 'number' ? (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2)) : String(x))
   const lines = [
     '| metric | runtime | who | ratio | target | ok | detail |',
     '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.metric} | ${r.runtime} | ${r.who} | ${fmt(r.ratio)} | ${fmt(r.target)} | ${r.ok == null ? '—' : r.ok ? 'yes' : '**no**'} | ${r.detail} |`),
+    ...rows.map((r) => `| ${r.metric} | ${r.runtime} | ${r.who} | ${ratioText(r)} | ${fmt(r.target)} | ${r.ok == null ? '—' : r.ok ? 'yes' : '**no**'} | ${r.detail} |`),
   ]
   return lines.join('\n')
 }
