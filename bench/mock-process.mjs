@@ -18,8 +18,9 @@ export async function startMockProcess({ homes: count = 1 } = {}) {
   const { url: base, qwenHome, homes } = JSON.parse(first.value)
   const opts = { qwenHome, oauthBaseUrl: base, minIntervalMs: 0, jitterMinMs: 0, jitterMaxMs: 0 }
   const stop = () => {
-    // The addon writes this process's pending quota counts into the home as the process exits (api.cjs's 'exit'
-    // listener), after the mock removed it, and so made it again. Remove it once more after that listener.
+    // The addon writes this process's pending quota counts into the home as the process exits, after the mock
+    // removed it. It no longer re-creates a home it had written to, but it still makes one whose state file this
+    // process never saw (counts still in memory from the start). Remove it once more after that write.
     process.once('exit', () => fs.rmSync(path.dirname(qwenHome), { recursive: true, force: true }))
     server.stdin.end()
     return new Promise((resolve) => server.on('exit', resolve))
