@@ -203,6 +203,11 @@ function openBrowser(url) {
 
 // ─── status ───────────────────────────────────────────────────────────────────────────────────────
 
+const OAUTH_SERVICE_NOTE = [
+  '  service      Qwen ended the free OAuth tier on 2026-04-15; since then its API has refused OAuth tokens (E_TOKEN_REFUSED).',
+  '               An API key works: `opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)',
+]
+
 async function status(api, { options, flags }) {
   const paths = api.qwenPaths(options)
   let creds = null
@@ -252,6 +257,9 @@ async function status(api, { options, flags }) {
     lines.push(
       `  refresh      ${creds.refreshToken ? 'refresh token present: the access token is renewed automatically' : 'no refresh token: log in again when it expires'}`,
     )
+    // Nothing here asks the server (status is offline), so this is what is known, said where the login is shown;
+    // left out when OpenCode already uses an API key.
+    if (opencode.entry?.type !== 'api') lines.push(...OAUTH_SERVICE_NOTE)
   } else if (credsError) {
     lines.push(`Qwen OAuth login: unusable [${credsError.code ?? 'error'}]: ${credsError.message}`)
   } else {
@@ -406,7 +414,10 @@ function fileMode(file) {
 function modeNote(file) {
   if (process.platform === 'win32') return ''
   const mode = fileMode(file)
-  return mode ? ` (mode ${mode})` : ''
+  if (!mode) return ''
+  // The file holds tokens: the CLI and this plugin write it 0600, but an older copy or a restore may not have.
+  const open = parseInt(mode, 8) & 0o077
+  return open ? ` (mode ${mode}: other users can read your tokens; run chmod 600 ${file})` : ` (mode ${mode})`
 }
 
 /** `3 h 5 min`, `42 s`, `2 d 1 h`. */

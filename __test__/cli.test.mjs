@@ -202,6 +202,7 @@ test('status: API base, expiry (relative and absolute), file and mode, OpenCode 
   assert.ok(out.includes(`file         ${credsPath}`))
   if (process.platform !== 'win32') assert.ok(out.includes('(mode 0600)'))
   assert.match(out, /refresh token present/)
+  assert.ok(!out.includes('free OAuth tier'), 'no note on the OAuth service when OpenCode uses an API key')
   assert.match(out, new RegExp(`OpenCode: "qwen-code" entry \\(API key for ${mock.url.replace(/[.]/g, '\\.')}/v1\\)`))
   assert.match(out, /this minute {2}\d+/)
   assert.match(out, /today {8}2 of 1000 \(0 %\); resets at 00:00 Beijing time, in /)
@@ -237,6 +238,16 @@ test('status: logged out, an expired token, and an unusable file (exit 1 with it
   r = await run(['status', ...common], env)
   assert.equal(r.code, 0)
   assert.match(r.stdout, /token {8}expired, expired 2 min ago/)
+  if (process.platform !== 'win32') {
+    assert.ok(r.stdout.includes(`file         ${credsPath} (mode 0600)\n`), 'a private file gets no warning')
+    fs.chmodSync(credsPath, 0o644)
+    const open = await run(['status', ...common], env)
+    assert.ok(open.stdout.includes(`(mode 0644: other users can read your tokens; run chmod 600 ${credsPath})`), open.stdout)
+    fs.chmodSync(credsPath, 0o600)
+  }
+  // No API key in OpenCode: the login shown is what it would use, so the service's refusal is said next to it.
+  assert.match(r.stdout, /service {6}Qwen ended the free OAuth tier on 2026-04-15/)
+  assert.match(r.stdout, /opencode auth login` → Qwen Code → Qwen API key/)
 
   fs.writeFileSync(credsPath, '{"access_token": 1}')
   r = await run(['status', ...common], env)
