@@ -119,6 +119,12 @@ function printError(err) {
 
 // ─── login ────────────────────────────────────────────────────────────────────────────────────────
 
+// What Qwen did to the OAuth tier: status and login have no server answer to go by, so they say what is known.
+const OAUTH_SERVICE_NOTE_TEXT =
+  'Qwen ended the free OAuth tier on 2026-04-15; since then its API has refused OAuth tokens (E_TOKEN_REFUSED).\n' +
+  'An API key works: `opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)'
+const OAUTH_SERVICE_NOTE = OAUTH_SERVICE_NOTE_TEXT.split('\n').map((line, i) => (i ? ' '.repeat(15) : '  service      ') + line)
+
 async function login(api, { options, flags }) {
   const session = await api.startLogin(options)
   const out = process.stdout
@@ -176,7 +182,8 @@ async function login(api, { options, flags }) {
   out.write(
     `Logged in. Credentials saved to ${file}${modeNote(file)}, shared with the Qwen Code CLI.\n` +
       `API base ${creds.apiBaseUrl}; the access token expires ${relative(creds.expiryDate)} and is renewed automatically.\n` +
-      `OpenCode with the opencode-qwen-oauth plugin uses this login from its next start.\n`,
+      `OpenCode with the opencode-qwen-oauth plugin uses this login from its next start.\n` +
+      `Note: ${OAUTH_SERVICE_NOTE_TEXT}\n`,
   )
   return EXIT.ok
 }
@@ -202,11 +209,6 @@ function openBrowser(url) {
 }
 
 // ─── status ───────────────────────────────────────────────────────────────────────────────────────
-
-const OAUTH_SERVICE_NOTE = [
-  '  service      Qwen ended the free OAuth tier on 2026-04-15; since then its API has refused OAuth tokens (E_TOKEN_REFUSED).',
-  '               An API key works: `opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)',
-]
 
 async function status(api, { options, flags }) {
   const paths = api.qwenPaths(options)

@@ -121,6 +121,7 @@ test('login (stdout not a TTY): prints the link and the code once, saves the cre
   assert.match(r.stdout, /Waiting for approval; the code expires in 10 min, at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/)
   assert.ok(!r.stdout.includes('\x1b['), 'no terminal control sequences on a pipe')
   assert.ok(r.stdout.includes(`Credentials saved to ${credsPath}`), 'says where')
+  assert.match(r.stdout, /Note: Qwen ended the free OAuth tier on 2026-04-15; .*\nAn API key works: `opencode auth login`/)
   assert.equal(mock.deviceGrants, 1)
 
   const saved = JSON.parse(fs.readFileSync(credsPath, 'utf8'))
