@@ -85,7 +85,9 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
               url: session.verificationUriComplete,
               instructions:
                 `Enter code ${session.userCode} at ${session.verificationUri} ` +
-                `(the link above already carries it). The code expires in ${minutes} min, at ${until.toLocaleTimeString()}.`,
+                `(the link above already carries it). The code expires in ${minutes} min, at ${until.toLocaleTimeString()}. ` +
+                `Note: Qwen ended the free OAuth tier on 2026-04-15 and its API has refused OAuth tokens since; ` +
+                `if requests fail with E_TOKEN_REFUSED, log in with "${API_KEY_LABEL}" instead.`,
               method: 'auto',
               callback: async () => {
                 try {
