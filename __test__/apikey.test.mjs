@@ -55,6 +55,13 @@ const chats = (mock) => mock.requestsTo(CHAT)
 const rejection = (p) => p.then(() => null, (e) => e)
 const noKeyIn = (text) => !text.includes(CODING_KEY) && !text.includes(DASHSCOPE_KEY)
 
+/** An OAuth login in the CLI's file format, from tokens the mock issued. */
+function writeOAuthLogin(qwenHome, issued) {
+  const { access_token, refresh_token, token_type, resource_url, expiry_date } = issued
+  const text = JSON.stringify({ access_token, refresh_token, token_type, resource_url, expiry_date }, null, 2)
+  fs.writeFileSync(path.join(qwenHome, 'oauth_creds.json'), text, { mode: 0o600 })
+}
+
 // ─── the login's endpoint choices and the key-shape check (Rust, through the binding) ─────────────
 
 test('the four endpoints of the login prompt, in order, with their URLs', () => {
@@ -137,12 +144,7 @@ test('coder-model with a DashScope key becomes qwen3.6-plus; named models and no
 test('OAuth path keeps coder-model as is', async () => {
   const { mock, opts, url } = await setup()
   const issued = mock.issueTokens()
-  const { access_token, refresh_token, token_type, resource_url, expiry_date } = issued
-  fs.writeFileSync(
-    path.join(opts.qwenHome, 'oauth_creds.json'),
-    JSON.stringify({ access_token, refresh_token, token_type, resource_url, expiry_date }, null, 2),
-    { mode: 0o600 },
-  )
+  writeOAuthLogin(opts.qwenHome, issued)
   const client = api.createClient({ ...opts, oauthBaseUrl: mock.url })
   await (await client.fetch(url, chatInit())).arrayBuffer()
   const [rec] = chats(mock)
@@ -376,16 +378,11 @@ test('plugin: OAuth service errors get the toast too (daily quota), naming the A
   const { mock, opts } = await setup()
   mock.config.resourceUrl = mock.url // plain-HTTP loopback API base (a bare host means https)
   const issued = mock.issueTokens()
-  const { access_token, refresh_token, token_type, resource_url, expiry_date } = issued
-  fs.writeFileSync(
-    path.join(opts.qwenHome, 'oauth_creds.json'),
-    JSON.stringify({ access_token, refresh_token, token_type, resource_url, expiry_date }, null, 2),
-    { mode: 0o600 },
-  )
+  writeOAuthLogin(opts.qwenHome, issued)
   const { input, toasts } = fakeInput()
   const hooks = await plugin({ ...opts, oauthBaseUrl: mock.url }, input)
   const loaded = await hooks.auth.loader(
-    async () => ({ type: 'oauth', access: access_token, refresh: refresh_token, expires: expiry_date, enterpriseUrl: resource_url }),
+    async () => ({ type: 'oauth', access: issued.access_token, refresh: issued.refresh_token, expires: issued.expiry_date, enterpriseUrl: issued.resource_url }),
     { options: {} },
   )
   mock.enqueueQuota()

@@ -16,7 +16,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startMockQwen } from './support/mock-qwen.mjs'
 import { spawnScript } from './support/children.mjs'
-import { DEVICE_KEYS, cleanupsAfterEach, removeTempDir } from './support/helpers.mjs'
+import { DEVICE_KEYS, cleanupsAfterEach, removeTempDir, until } from './support/helpers.mjs'
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'support', 'safety-child.mjs')
 const TOKEN_PATH = '/api/v1/oauth2/token'
@@ -242,6 +242,17 @@ test('a resource_url or OAuth server pointing elsewhere: E_UNTRUSTED_HOST, and n
 
 // ─── browser ───────────────────────────────────────────────────────────────────────────────────────
 
+/** A child that may open a browser: a display, and `bin` (holding a fake xdg-open that writes its argv to `argvFile`) first on PATH. */
+const browserEnv = (qwenHome, mock, bin, argvFile) => ({
+  QWEN_HOME: qwenHome,
+  QWEN_OAUTH_BASE_URL: mock.url,
+  QWEN_OAUTH_NO_BROWSER: '',
+  DISPLAY: ':99',
+  PATH: `${bin}:${process.env.PATH}`,
+  XDG_OPEN_ARGV: argvFile,
+  OPENCODE_AUTH_CONTENT: '{"qwen-code":{"type":"oauth"}}',
+})
+
 test('the plugin opens the browser with the URL as one argument, never through a shell', async (t) => {
   if (process.platform !== 'linux') return t.skip('xdg-open path is Linux-only')
   const mock = await mockServer()
@@ -260,22 +271,10 @@ test('the plugin opens the browser with the URL as one argument, never through a
   mock.enqueueDeviceCode({
     body: { device_code: 'mock-device-browser-test-0001', user_code: 'ABCD-EFGH', verification_uri: `${mock.url}/authorize`, verification_uri_complete: url, expires_in: 600 },
   })
-  const { results } = await run([{ op: 'authorize' }], {
-    QWEN_HOME: dir,
-    QWEN_OAUTH_BASE_URL: mock.url,
-    QWEN_OAUTH_NO_BROWSER: '',
-    DISPLAY: ':99',
-    PATH: `${bin}:${process.env.PATH}`,
-    XDG_OPEN_ARGV: argvFile,
-    OPENCODE_AUTH_CONTENT: '{"qwen-code":{"type":"oauth"}}',
-  })
+  const { results } = await run([{ op: 'authorize' }], browserEnv(dir, mock, bin, argvFile))
   assert.ok(results[0].ok, results[0].message)
   assert.equal(results[0].url, url)
-  const deadline = Date.now() + 10_000
-  while (!fs.existsSync(argvFile)) {
-    if (Date.now() > deadline) assert.fail('xdg-open was not started')
-    await new Promise((r) => setTimeout(r, 10))
-  }
+  await until(() => fs.existsSync(argvFile), 'xdg-open to be started')
   const argv = fs.readFileSync(argvFile, 'utf8').split('\0').slice(0, -1)
   assert.deepEqual(argv, [url])
   for (let n = 1; n <= 4; n++) assert.ok(!fs.existsSync(marker(n)), `shell text in the URL was run (${n})`)
@@ -291,15 +290,7 @@ test('a verification link that is not http(s) (file:, an option) is shown but ne
     mock.enqueueDeviceCode({
       body: { device_code: 'mock-device-browser-test-0002', user_code: 'ABCD-EFGH', verification_uri: link, verification_uri_complete: link, expires_in: 600 },
     })
-    const { results, stderr } = await run([{ op: 'authorize' }], {
-      QWEN_HOME: home('browser'),
-      QWEN_OAUTH_BASE_URL: mock.url,
-      QWEN_OAUTH_NO_BROWSER: '',
-      DISPLAY: ':99',
-      PATH: `${bin}:${process.env.PATH}`,
-      XDG_OPEN_ARGV: argvFile,
-      OPENCODE_AUTH_CONTENT: '{"qwen-code":{"type":"oauth"}}',
-    })
+    const { results, stderr } = await run([{ op: 'authorize' }], browserEnv(home('browser'), mock, bin, argvFile))
     assert.ok(results[0].ok, results[0].message)
     assert.equal(results[0].url, link, 'the link is still shown to the user')
     assert.match(stderr, /not opening a browser: the verification link is not an http\(s\) URL/)
