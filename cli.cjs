@@ -418,8 +418,9 @@ function modeNote(file) {
   const mode = fileMode(file)
   if (!mode) return ''
   // The file holds tokens: the CLI and this plugin write it 0600, but an older copy or a restore may not have.
-  const open = parseInt(mode, 8) & 0o077
-  return open ? ` (mode ${mode}: other users can read your tokens; run chmod 600 ${file})` : ` (mode ${mode})`
+  if (!(parseInt(mode, 8) & 0o077)) return ` (mode ${mode})`
+  const arg = /^[\w./-]+$/.test(file) ? file : `'${file.replace(/'/g, `'\\''`)}'`
+  return ` (mode ${mode}: other users have access to your tokens; run chmod 600 ${arg})`
 }
 
 /** `3 h 5 min`, `42 s`, `2 d 1 h`. */

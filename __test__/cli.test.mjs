@@ -243,7 +243,7 @@ test('status: logged out, an expired token, and an unusable file (exit 1 with it
     assert.ok(r.stdout.includes(`file         ${credsPath} (mode 0600)\n`), 'a private file gets no warning')
     fs.chmodSync(credsPath, 0o644)
     const open = await run(['status', ...common], env)
-    assert.ok(open.stdout.includes(`(mode 0644: other users can read your tokens; run chmod 600 ${credsPath})`), open.stdout)
+    assert.ok(open.stdout.includes(`(mode 0644: other users have access to your tokens; run chmod 600 ${credsPath})`), open.stdout)
     fs.chmodSync(credsPath, 0o600)
   }
   // No API key in OpenCode: the login shown is what it would use, so the service's refusal is said next to it.
