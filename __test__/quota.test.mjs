@@ -96,7 +96,6 @@ test('a QWEN_HOME removed while a process runs stays removed: the counts left at
   const r = await runChild({ url, apiKey: API_KEY, count: 3, id: 'rm', options, removeHome: true })
   assert.deepEqual(r.statuses, [200, 200, 200, 200])
   assert.equal(mock.requestsTo(CHAT).length, 4)
-  assert.equal(r.seen.today, 4, 'the process itself still counted the last request')
   assert.ok(!fs.existsSync(qwenHome), 'QWEN_HOME was not created again')
 })
 
