@@ -150,7 +150,7 @@ test('a file edited by hand while running: valid edits are picked up; an invalid
   // A hand edit in place (same inode), e.g. pasting a token from another machine.
   const second = mock.issueTokens()
   fs.writeFileSync(credsPath, JSON.stringify(second, null, 4) + '\n')
-  await until(async () => (await child.ask('get')).creds?.tokenSha === sha(second.access_token), 'the edit to be used')
+  await until(async () => (await child.ask('get')).creds?.tokenSha === sha(second.access_token), 'the edit to be used', 10_000)
 
   // A broken edit (a trailing comma): a clear error on every call, nothing written, nothing refreshed.
   const broken = cliJson(second).replace(/\n}$/, ',\n}')
@@ -159,7 +159,7 @@ test('a file edited by hand while running: valid edits are picked up; an invalid
   const r = await until(async () => {
     const a = await child.ask('get')
     return a.code === 'E_CREDS_INVALID' && a
-  }, 'the broken edit to be reported')
+  }, 'the broken edit to be reported', 10_000)
   assertClear(r, 'E_CREDS_INVALID', [credsPath, 'not valid JSON'], [second.access_token, second.refresh_token])
   assert.match(r.message, /left as it is/)
   assert.equal((await child.ask('load')).code, 'E_CREDS_INVALID')
@@ -167,7 +167,7 @@ test('a file edited by hand while running: valid edits are picked up; an invalid
 
   // Fixed by hand: back in business without a restart.
   fs.writeFileSync(credsPath, cliJson(second))
-  await until(async () => (await child.ask('get')).creds?.tokenSha === sha(second.access_token), 'the fix to be used')
+  await until(async () => (await child.ask('get')).creds?.tokenSha === sha(second.access_token), 'the fix to be used', 10_000)
   assert.equal(mock.requestsTo(TOKEN_PATH).length, 0)
 })
 

@@ -274,7 +274,7 @@ test('the plugin opens the browser with the URL as one argument, never through a
   const { results } = await run([{ op: 'authorize' }], browserEnv(dir, mock, bin, argvFile))
   assert.ok(results[0].ok, results[0].message)
   assert.equal(results[0].url, url)
-  await until(() => fs.existsSync(argvFile), 'xdg-open to be started')
+  await until(() => fs.existsSync(argvFile), 'xdg-open to be started', 10_000)
   const argv = fs.readFileSync(argvFile, 'utf8').split('\0').slice(0, -1)
   assert.deepEqual(argv, [url])
   for (let n = 1; n <= 4; n++) assert.ok(!fs.existsSync(marker(n)), `shell text in the URL was run (${n})`)

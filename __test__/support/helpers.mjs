@@ -52,7 +52,7 @@ export function removeTempDir(dir) {
 }
 
 /** Poll `fn` (sync or async) until it returns a truthy value, which is returned; fail after `timeoutMs`. */
-export async function until(fn, what, timeoutMs = 10_000, pollMs = 10) {
+export async function until(fn, what, timeoutMs = 5000, pollMs = 10) {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = await fn()
