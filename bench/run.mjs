@@ -155,15 +155,11 @@ function addRow(row) {
 
 const fmt = (x) => (x == null ? '—' : typeof x === 'number' ? (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2)) : String(x))
 
-/** A row's ratio as the table shows it: with more decimals where two would print the target itself (1.1003, not 1.10). */
-function ratioText(row) {
-  let text = fmt(row.ratio)
-  if (typeof row.ratio !== 'number' || typeof row.target !== 'number' || row.ratio === row.target) return text
-  for (let digits = 3; digits <= 6 && text === fmt(row.target); digits++) {
-    text = row.ratio.toFixed(digits)
-    if (Number(text) === row.target) text = fmt(row.target)
-  }
-  return text
+/** A row's ratio as the table shows it: with as many decimals (2 to 6) as tell it from its target (1.1003, not 1.10). */
+function ratioText({ ratio, target }) {
+  if (typeof ratio !== 'number' || typeof target !== 'number' || Math.abs(ratio) >= 100) return fmt(ratio)
+  for (let digits = 2; digits <= 6; digits++) if (Number(ratio.toFixed(digits)) !== target) return ratio.toFixed(digits)
+  return fmt(ratio)
 }
 
 // ─── scenarios ────────────────────────────────────────────────────────────────────────────────────

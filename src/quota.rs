@@ -372,7 +372,7 @@ fn write_pending(path: &Path) {
         // Let a burst of requests gather into one batch: each write costs a few hundred µs of CPU that the
         // requests themselves would otherwise compete for. `flush` does not wait for this.
         std::thread::sleep(if quiet < QUIET_BATCHES { LINGER } else { IDLE_POLL });
-        let batch = {
+        let (batch, home) = {
             let mut map = local();
             let Some(l) = map.get_mut(path) else { return };
             if l.pending.is_empty() {
@@ -390,7 +390,7 @@ fn write_pending(path: &Path) {
             l.writing = std::mem::take(&mut l.pending);
             (l.writing.clone(), l.home())
         };
-        write_batch(path, &batch.0, batch.1);
+        write_batch(path, &batch, home);
     }
 }
 
