@@ -579,9 +579,11 @@ module.exports = {
   apiKeyEndpoints: () => binding.apiKeyEndpoints(),
   checkApiKey: (key, endpoint) => binding.checkApiKey(String(key ?? ''), String(endpoint ?? '')),
   defaultApiKeyEndpoint: (key) => binding.defaultApiKeyEndpoint(String(key ?? '')),
-  /** The machine-wide quota view from the pacing state file: { minute, today, dailyLimit, dayResetsAt, last429 }. */
+  /** The login methods' labels, the menu paths to them and the OAuth tier's note (the texts Rust's errors use). */
+  loginMethods: () => binding.loginMethods(),
   /** Write the requests counted in memory (pacing off) to the state file now; also done at process exit. */
   flushQuota: () => binding.flushQuota(),
+  /** The machine-wide quota view from the pacing state file: { minute, today, dailyLimit, dayResetsAt, last429 }. */
   quotaStatus: (options) => quotaView(call(() => binding.quotaStatus(normalizeOptions(options)))),
   /** Where this configuration keeps its files: { qwenHome, credentials, lock, state }. */
   qwenPaths: (options) => call(() => binding.qwenPaths(normalizeOptions(options))),

@@ -162,3 +162,21 @@ export function apiKeyEndpoints(): ApiKeyEndpoint[]
 export function checkApiKey(key: string, endpoint: string): string | null
 /** The China endpoint of the key's plan, for a stored key whose login names no endpoint. */
 export function defaultApiKeyEndpoint(key: string): string
+
+/** What OpenCode's login menu shows for this provider, and the texts the plugin's messages send users by. */
+export interface LoginMethods {
+  /** `Qwen Code` */
+  providerName: string
+  /** `Qwen Code (qwen.ai OAuth)` */
+  oauthLabel: string
+  /** The menu path to the OAuth login: `` `opencode auth login` → Qwen Code → Qwen Code (qwen.ai OAuth) `` */
+  oauthLoginChoice: string
+  /** `Qwen API key (Coding Plan / DashScope)` */
+  apiKeyLabel: string
+  /** The menu path to the API-key login, as every error that sends the user there quotes it. */
+  apiKeyLoginChoice: string
+  /** That Qwen ended the free OAuth tier on 2026-04-15 and its API refuses OAuth tokens since (E_TOKEN_REFUSED). */
+  oauthServiceNote: string
+}
+/** The login methods' labels, the menu paths to them and the OAuth tier's note. */
+export function loginMethods(): LoginMethods

@@ -845,6 +845,7 @@ module.exports.DELIVERED_BELOW = nativeBinding.DELIVERED_BELOW
 module.exports.flushQuota = nativeBinding.flushQuota
 module.exports.getValidCredentials = nativeBinding.getValidCredentials
 module.exports.loadCredentials = nativeBinding.loadCredentials
+module.exports.loginMethods = nativeBinding.loginMethods
 module.exports.providerConfig = nativeBinding.providerConfig
 module.exports.quotaStatus = nativeBinding.quotaStatus
 module.exports.qwenPaths = nativeBinding.qwenPaths

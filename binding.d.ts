@@ -144,6 +144,20 @@ export interface Last429Info {
 /** The credentials in the file, validated; null when there is no file. */
 export declare function loadCredentials(options?: QwenOptions | undefined | null): CredentialsInfo | null
 
+export declare function loginMethods(): LoginMethods
+
+/** The provider's login methods as OpenCode lists them, the menu paths to each, and what Qwen did to the OAuth tier. */
+export interface LoginMethods {
+  providerName: string
+  oauthLabel: string
+  /** "`opencode auth login` → Qwen Code → Qwen Code (qwen.ai OAuth)" */
+  oauthLoginChoice: string
+  apiKeyLabel: string
+  /** "`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)" */
+  apiKeyLoginChoice: string
+  oauthServiceNote: string
+}
+
 /**
  * The `qwen-code` provider block (models and limits) for OpenCode's config, with the user's own block
  * (if any) merged over it key by key.

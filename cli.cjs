@@ -119,11 +119,12 @@ function printError(err) {
 
 // ─── login ────────────────────────────────────────────────────────────────────────────────────────
 
-// What Qwen did to the OAuth tier: status and login have no server answer to go by, so they say what is known.
-const OAUTH_SERVICE_NOTE_TEXT =
-  'Qwen ended the free OAuth tier on 2026-04-15; since then its API has refused OAuth tokens (E_TOKEN_REFUSED).\n' +
-  'An API key works: `opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)'
-const OAUTH_SERVICE_NOTE = OAUTH_SERVICE_NOTE_TEXT.split('\n').map((line, i) => (i ? ' '.repeat(15) : '  service      ') + line)
+// What Qwen did to the OAuth tier: status and login have no server answer to go by, so they say what is known
+// (the texts come from the addon, as its error messages do).
+function oauthServiceNote(api) {
+  const login = api.loginMethods()
+  return [login.oauthServiceNote, `An API key works: ${login.apiKeyLoginChoice}`]
+}
 
 async function login(api, { options, flags }) {
   const session = await api.startLogin(options)
@@ -183,7 +184,7 @@ async function login(api, { options, flags }) {
     `Logged in. Credentials saved to ${file}${modeNote(file)}, shared with the Qwen Code CLI.\n` +
       `API base ${creds.apiBaseUrl}; the access token expires ${relative(creds.expiryDate)} and is renewed automatically.\n` +
       `OpenCode with the opencode-qwen-oauth plugin uses this login from its next start.\n` +
-      `Note: ${OAUTH_SERVICE_NOTE_TEXT}\n`,
+      `Note: ${oauthServiceNote(api).join('\n')}\n`,
   )
   return EXIT.ok
 }
@@ -261,7 +262,9 @@ async function status(api, { options, flags }) {
     )
     // Nothing here asks the server (status is offline), so this is what is known, said where the login is shown;
     // left out when OpenCode already uses an API key.
-    if (opencode.entry?.type !== 'api') lines.push(...OAUTH_SERVICE_NOTE)
+    if (opencode.entry?.type !== 'api') {
+      lines.push(...oauthServiceNote(api).map((line, i) => (i ? ' '.repeat(15) : '  service      ') + line))
+    }
   } else if (credsError) {
     lines.push(`Qwen OAuth login: unusable [${credsError.code ?? 'error'}]: ${credsError.message}`)
   } else {

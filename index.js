@@ -12,7 +12,8 @@ const api = require('./api.cjs')
 const PROVIDER_ID = 'qwen-code'
 // OpenCode's own placeholder for OAuth providers: the real token (or key) is set per request by our fetch.
 const PLACEHOLDER_API_KEY = 'opencode-oauth-dummy-key'
-const API_KEY_LABEL = 'Qwen API key (Coding Plan / DashScope)'
+// Labels, menu paths and the OAuth tier's note: the same texts Rust's error messages quote.
+const LOGIN = api.loginMethods()
 
 /** @type {import('@opencode-ai/plugin').Plugin} */
 export const QwenCodePlugin = async (input, pluginOptions) => {
@@ -75,7 +76,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
       methods: [
         {
           type: 'oauth',
-          label: 'Qwen Code (qwen.ai OAuth)',
+          label: LOGIN.oauthLabel,
           authorize: async () => {
             const session = await api.startLogin(options)
             openBrowser(session.verificationUriComplete, debug)
@@ -86,8 +87,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
               instructions:
                 `Enter code ${session.userCode} at ${session.verificationUri} ` +
                 `(the link above already carries it). The code expires in ${minutes} min, at ${until.toLocaleTimeString()}. ` +
-                `Note: Qwen ended the free OAuth tier on 2026-04-15 and its API has refused OAuth tokens since; ` +
-                `if requests fail with E_TOKEN_REFUSED, log in with "${API_KEY_LABEL}" instead.`,
+                `Note: ${LOGIN.oauthServiceNote} If requests fail with E_TOKEN_REFUSED, log in with "${LOGIN.apiKeyLabel}" instead.`,
               method: 'auto',
               callback: async () => {
                 try {
@@ -109,7 +109,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
           // A key prompt of ours would ask twice and copy the key into the metadata, so the key's shape is
           // checked where the key is used: before the first request, naming the endpoint (E_KEY_INVALID).
           type: 'api',
-          label: API_KEY_LABEL,
+          label: LOGIN.apiKeyLabel,
           prompts: [
             {
               type: 'select',
@@ -169,7 +169,7 @@ function createNotifier(input, debug) {
     if (typeof show !== 'function') return
     // Not awaited: the request's outcome must not wait for the UI.
     withTimeout(
-      Promise.resolve().then(() => show.call(input.client.tui, { body: { title: 'Qwen Code', message, variant, duration: 15_000 } })),
+      Promise.resolve().then(() => show.call(input.client.tui, { body: { title: LOGIN.providerName, message, variant, duration: 15_000 } })),
       5000,
     ).catch((err) => debug(`could not show a toast: ${err?.message ?? err}`))
   }
@@ -228,7 +228,7 @@ function rateLimitMessage(headers, keyPath) {
   const wait = seconds === undefined ? 'about a minute' : `${Math.ceil(seconds)} s`
   const next = keyPath
     ? 'space requests out with the plugin option minIntervalMs, or check the limits of your plan in the Model Studio console.'
-    : `space requests out with the plugin option minIntervalMs, or use an API key: \`opencode auth login\` → Qwen Code → ${API_KEY_LABEL}.`
+    : `space requests out with the plugin option minIntervalMs, or use an API key: ${LOGIN.apiKeyLoginChoice}.`
   return `Qwen is rate limiting requests (429), still after our retries. Wait ${wait}, then send the message again. If it keeps happening, ${next}`
 }
 

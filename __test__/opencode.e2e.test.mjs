@@ -111,7 +111,7 @@ test('login through OpenCode’s own auth flow (serve API), then opencode run an
     const userCode = link.searchParams.get('user_code')
     assert.match(userCode ?? '', /^[A-Z]{4}-[A-Z]{4}$/)
     assert.ok(auth.instructions.includes(userCode), auth.instructions)
-    assert.match(auth.instructions, /free OAuth tier on 2026-04-15 .* log in with "Qwen API key \(Coding Plan \/ DashScope\)" instead/)
+    assert.match(auth.instructions, /free OAuth tier on 2026-04-15.* log in with "Qwen API key \(Coding Plan \/ DashScope\)" instead/)
 
     // OpenCode waits in callback() while the user approves in the browser.
     const pending = srv.callback(index)

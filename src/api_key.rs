@@ -57,9 +57,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
 ];
 
-/// The exact menu path to the API-key login, quoted in every message that sends the user there.
-pub const LOGIN_CHOICE: &str = "`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)";
-
 const CODING_PLAN_PREFIX: &str = "sk-sp-";
 const DASHSCOPE_PREFIX: &str = "sk-";
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::api_key::LOGIN_CHOICE;
+use crate::login_methods::{API_KEY_LOGIN_CHOICE, OAUTH_LOGIN_CHOICE};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -178,17 +178,17 @@ impl fmt::Display for Error {
             ),
             Error::RefreshRejected { path } => write!(
                 f,
-                "Qwen refused to refresh the login (the refresh token is expired or revoked); {} was kept. Log in again with `opencode auth login` → Qwen Code → Qwen Code (qwen.ai OAuth), or, as Qwen discontinued the free OAuth tier on 2026-04-15, switch to an API key: {LOGIN_CHOICE}.",
+                "Qwen refused to refresh the login (the refresh token is expired or revoked); {} was kept. Log in again with {OAUTH_LOGIN_CHOICE}, or, as Qwen discontinued the free OAuth tier on 2026-04-15, switch to an API key: {API_KEY_LOGIN_CHOICE}.",
                 path.display()
             ),
             Error::TokenRefused { endpoint, status } => write!(
                 f,
-                "Qwen refused the OAuth token ({status}) at {endpoint} even right after a fresh refresh. Qwen discontinued the free OAuth tier on 2026-04-15, so this login no longer works: switch to an Alibaba Cloud Coding Plan or DashScope API key with {LOGIN_CHOICE}."
+                "Qwen refused the OAuth token ({status}) at {endpoint} even right after a fresh refresh. Qwen discontinued the free OAuth tier on 2026-04-15, so this login no longer works: switch to an Alibaba Cloud Coding Plan or DashScope API key with {API_KEY_LOGIN_CHOICE}."
             ),
             Error::QuotaExhausted { endpoint } => write!(
                 f,
                 // No "429" in the text: OpenCode retries any error whose message contains 429/500/rate limit/….
-                "Your daily free Qwen quota is used up ({endpoint} answered \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key ({LOGIN_CHOICE}) or another provider."
+                "Your daily free Qwen quota is used up ({endpoint} answered \"Free allocated quota exceeded\"). It resets at 00:00 Beijing time (UTC+8); until then use a Qwen API key ({API_KEY_LOGIN_CHOICE}) or another provider."
             ),
             Error::Network { endpoint, detail } => write!(
                 f,
@@ -211,17 +211,17 @@ impl fmt::Display for Error {
             ),
             Error::KeyRefused { endpoint, status } => write!(
                 f,
-                "Qwen API key refused ({status}): key refused for this endpoint, {}. A key works only with the plan and region it was made for: Coding Plan keys (sk-sp-…) with Coding Plan China or international, DashScope keys (sk-…) with DashScope Beijing or Singapore, and a China key is refused by an international endpoint (and the other way round). Run {LOGIN_CHOICE} and pick the endpoint your key belongs to, or create a key for this endpoint in the Model Studio console.",
+                "Qwen API key refused ({status}): key refused for this endpoint, {}. A key works only with the plan and region it was made for: Coding Plan keys (sk-sp-…) with Coding Plan China or international, DashScope keys (sk-…) with DashScope Beijing or Singapore, and a China key is refused by an international endpoint (and the other way round). Run {API_KEY_LOGIN_CHOICE} and pick the endpoint your key belongs to, or create a key for this endpoint in the Model Studio console.",
                 crate::api_key::endpoint_name(endpoint)
             ),
             Error::KeyNotAllowed { endpoint } => write!(
                 f,
-                "{} answered 405 \"Coding Plan is currently only available for Coding Agents\": the Coding Plan serves only the coding tools Alibaba recognises, by their User-Agent. This plugin identifies as the Qwen Code CLI (QwenCode/<version>); if you set the `cliVersion` option or QWEN_CLI_VERSION, remove it so the current version is sent. If it persists, use a DashScope pay-as-you-go key instead: {LOGIN_CHOICE} → DashScope Beijing or Singapore.",
+                "{} answered 405 \"Coding Plan is currently only available for Coding Agents\": the Coding Plan serves only the coding tools Alibaba recognises, by their User-Agent. This plugin identifies as the Qwen Code CLI (QwenCode/<version>); if you set the `cliVersion` option or QWEN_CLI_VERSION, remove it so the current version is sent. If it persists, use a DashScope pay-as-you-go key instead: {API_KEY_LOGIN_CHOICE} → DashScope Beijing or Singapore.",
                 crate::api_key::endpoint_name(endpoint)
             ),
             Error::KeyInvalid { reason } => write!(
                 f,
-                "{reason} Run {LOGIN_CHOICE} to save a key and an endpoint that match."
+                "{reason} Run {API_KEY_LOGIN_CHOICE} to save a key and an endpoint that match."
             ),
         }
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod lock;
 pub mod log;
+pub mod login_methods;
 pub mod models;
 pub mod oauth;
 pub mod pipeline;
@@ -195,6 +196,32 @@ pub struct ApiKeyEndpoint {
     /// The endpoint's base URL (what is stored in the login's metadata).
     pub value: String,
     pub hint: String,
+}
+
+/// The provider's login methods as OpenCode lists them, the menu paths to each, and what Qwen did to the OAuth tier.
+#[napi(object)]
+pub struct LoginMethods {
+    pub provider_name: String,
+    pub oauth_label: String,
+    /// "`opencode auth login` → Qwen Code → Qwen Code (qwen.ai OAuth)"
+    pub oauth_login_choice: String,
+    pub api_key_label: String,
+    /// "`opencode auth login` → Qwen Code → Qwen API key (Coding Plan / DashScope)"
+    pub api_key_login_choice: String,
+    pub oauth_service_note: String,
+}
+
+#[napi]
+pub fn login_methods() -> LoginMethods {
+    use login_methods as m;
+    LoginMethods {
+        provider_name: m::PROVIDER_NAME.into(),
+        oauth_label: m::OAUTH_LABEL.into(),
+        oauth_login_choice: m::OAUTH_LOGIN_CHOICE.into(),
+        api_key_label: m::API_KEY_LABEL.into(),
+        api_key_login_choice: m::API_KEY_LOGIN_CHOICE.into(),
+        oauth_service_note: m::OAUTH_SERVICE_NOTE.into(),
+    }
 }
 
 /// The endpoints an API key can be used with (Coding Plan China / international, DashScope Beijing / Singapore).

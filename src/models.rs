@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::api_key::Plan;
 
 pub const PROVIDER_ID: &str = "qwen-code";
-pub const PROVIDER_NAME: &str = "Qwen Code";
+pub use crate::login_methods::PROVIDER_NAME;
 pub const PROVIDER_NPM: &str = "@ai-sdk/openai-compatible";
 
 pub struct Model {
