@@ -87,7 +87,7 @@ export const QwenCodePlugin = async (input, pluginOptions) => {
               instructions:
                 `Enter code ${session.userCode} at ${session.verificationUri} ` +
                 `(the link above already carries it). The code expires in ${minutes} min, at ${until.toLocaleTimeString()}. ` +
-                `Note: ${LOGIN.oauthServiceNote} If requests fail with E_TOKEN_REFUSED, log in with "${LOGIN.apiKeyLabel}" instead.`,
+                `Note: ${LOGIN.oauthServiceNote} If yours is refused too, log in with "${LOGIN.apiKeyLabel}" instead.`,
               method: 'auto',
               callback: async () => {
                 try {
