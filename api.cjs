@@ -125,8 +125,11 @@ function loadCredentials(options) {
 }
 
 /** Credentials whose access token is valid now; refreshes once per machine when needed. */
-function getValidCredentials(options, { force = false } = {}) {
-  return callAsync(() => binding.getValidCredentials(normalizeOptions(options), force))
+async function getValidCredentials(options, { force = false } = {}) {
+  const normalized = call(() => normalizeOptions(options))
+  // A token that needs nothing done is answered here, without the async call's trip to the addon's runtime.
+  const ready = force ? null : call(() => binding.readyCredentials(normalized))
+  return ready ?? callAsync(() => binding.getValidCredentials(normalized, force))
 }
 
 function abortError(signal) {

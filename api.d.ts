@@ -83,6 +83,10 @@ export interface LoginSession {
 
 export function startLogin(options?: QwenOptions): Promise<LoginSession>
 export function loadCredentials(options?: QwenOptions): Credentials | null
+/**
+ * Credentials with a valid access token: refreshed (once per machine, under the CLI's lock) when it expires within
+ * 30 s, always with `force`. A token that needs nothing is answered without a trip to the addon's runtime.
+ */
 export function getValidCredentials(options?: QwenOptions, opts?: { force?: boolean }): Promise<Credentials>
 
 export interface QwenClient {

@@ -849,6 +849,7 @@ module.exports.loginMethods = nativeBinding.loginMethods
 module.exports.providerConfig = nativeBinding.providerConfig
 module.exports.quotaStatus = nativeBinding.quotaStatus
 module.exports.qwenPaths = nativeBinding.qwenPaths
+module.exports.readyCredentials = nativeBinding.readyCredentials
 module.exports.removeCredentials = nativeBinding.removeCredentials
 module.exports.startLogin = nativeBinding.startLogin
 module.exports.userAgent = nativeBinding.userAgent

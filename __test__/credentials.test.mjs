@@ -66,6 +66,47 @@ test('a file written by the Qwen Code CLI loads as it is and is not modified', a
   assertUntouched(credsPath, before)
 })
 
+/** Whether `promise` settles within `ticks` microtasks, that is without waiting for the event loop. */
+async function settlesInMicrotasks(promise, ticks = 10) {
+  let settled = false
+  promise.then(
+    () => (settled = true),
+    () => (settled = true),
+  )
+  for (let i = 0; i < ticks && !settled; i++) await null
+  return settled
+}
+
+test('getValidCredentials answers a token that needs nothing at once; a refresh or force still goes to the server', async () => {
+  const { mock, opts, credsPath } = await setup()
+  const seed = mock.issueTokens()
+  fs.writeFileSync(credsPath, cliJson(seed, DEVICE_KEYS), { mode: 0o600 })
+
+  // The async call's answer needs a turn of the event loop (the addon's runtime hands it back); a valid cached
+  // token comes without one.
+  const ready = api.getValidCredentials(opts)
+  assert.ok(await settlesInMicrotasks(ready), 'a valid token was not answered at once')
+  assert.ok((await ready).accessToken === seed.access_token)
+
+  const forced = api.getValidCredentials(opts, { force: true })
+  assert.equal(await settlesInMicrotasks(forced), false, 'force must refresh')
+  const refreshed = await forced
+  assert.ok(refreshed.accessToken !== seed.access_token)
+  assert.equal(mock.requestsTo(TOKEN_PATH).length, 1)
+
+  // Expired in the file (another home: this one's cache stands for the CLI's 5 s): the answer waits for a refresh.
+  const other = await setup()
+  fs.writeFileSync(other.credsPath, cliJson({ ...other.mock.issueTokens(), expiry_date: Date.now() - 1000 }, DEVICE_KEYS), { mode: 0o600 })
+  const expired = api.getValidCredentials(other.opts)
+  assert.equal(await settlesInMicrotasks(expired), false, 'an expired token must be refreshed')
+  assert.ok((await expired).expiryDate > Date.now())
+  assert.equal(other.mock.requestsTo(TOKEN_PATH).length, 1, 'an expired token was not refreshed')
+
+  // Bad options are still a rejection, not a throw.
+  const bad = api.getValidCredentials({ ...opts, oauthBaseUrl: 'ftp://x' })
+  assert.equal((await rejection(bad)).code, 'E_INVALID_ARG')
+})
+
 test('a rewrite by another process is picked up through the mtime check; deletion too', async () => {
   const { mock, qwenHome, credsPath } = await setup()
   const first = mock.issueTokens()
