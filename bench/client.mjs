@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import { postRefresh, wireBytes } from './wire.mjs'
-import { median, prng, shuffled } from './turns.mjs'
+import { inFlight, median, prng, shuffled } from './turns.mjs'
 
 const cfg = JSON.parse(process.argv[2])
 const require = createRequire(import.meta.url)
@@ -163,16 +163,7 @@ async function sequential(impls) {
 }
 
 async function concurrent(impls) {
-  const batch = async (f, total) => {
-    let next = 0
-    const worker = async () => {
-      while (next < total) {
-        next++
-        await smallJson(f)
-      }
-    }
-    await Promise.all(Array.from({ length: cfg.concurrency }, worker))
-  }
+  const batch = (f, total) => inFlight(total, cfg.concurrency, () => smallJson(f))
   await warmUp(impls, 1, (f) => batch(f, cfg.concurrency * 2))
   // A batch takes only tens of ms, so one GC pause moves it a lot: ten times the rounds of the other rows.
   return rounds(

@@ -8,7 +8,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { chatRequest, startMockProcess } from './mock-process.mjs'
 import { wireBytes } from './wire.mjs'
-import { median, prng, shuffled } from './turns.mjs'
+import { inFlight, median, prng, shuffled } from './turns.mjs'
 
 const require = createRequire(import.meta.url)
 const pkg = process.argv[2]
@@ -47,16 +47,9 @@ function threadCpu() {
 const N = 320
 /** One block of N requests through 32 workers: µs per request of wall time and of each thread's CPU. */
 async function block(f) {
-  let next = 0
-  const worker = async () => {
-    while (next < N) {
-      next++
-      await (await f(url, init())).json()
-    }
-  }
   const cpu0 = threadCpu()
   const t0 = performance.now()
-  await Promise.all(Array.from({ length: 32 }, worker))
+  await inFlight(N, 32, async () => (await f(url, init())).json())
   const wall = ((performance.now() - t0) * 1000) / N
   const cpu1 = threadCpu()
   return { wall, ...Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, (v - (cpu0[k] ?? 0)) / N])) }

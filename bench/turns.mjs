@@ -21,6 +21,18 @@ export function shuffled(xs, random) {
   return a
 }
 
+/** `total` calls of `one()`, `concurrency` of them in flight at a time (the 32-concurrent scenario's shape). */
+export async function inFlight(total, concurrency, one) {
+  let next = 0
+  const worker = async () => {
+    while (next < total) {
+      next++
+      await one()
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker))
+}
+
 /** The median; of an even count, the mean of the two middle values. */
 export function median(xs) {
   const s = [...xs].sort((a, b) => a - b)
